@@ -1,0 +1,288 @@
+//! The validated configuration: plain data, no I/O. Produced by `config::load`,
+//! consumed by the runtime. Every default of ContainerPilot 3.8 is already applied.
+
+use crate::events::EventCode;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `None` when the config has no `consul` key (runs catalog-free, SPEC §2.10).
+    pub consul: Option<ConsulConfig>,
+    pub logging: LoggingConfig,
+    /// Top-level `stopTimeout`: how long shutdown waits before SIGKILL (default 5 s;
+    /// 0 in the file means 5 s; negative means "kill at once").
+    pub stop_timeout: Duration,
+    /// Jobs in config order. When telemetry is configured the `containerpilot`
+    /// service job is appended last.
+    pub jobs: Vec<JobConfig>,
+    pub watches: Vec<WatchConfig>,
+    pub telemetry: Option<TelemetryConfig>,
+    pub control: ControlConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Panic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Default,
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub output: LogOutput,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LogLevel::Info,
+            format: LogFormat::Default,
+            output: LogOutput::Stdout,
+        }
+    }
+}
+
+pub const DEFAULT_SOCKET: &str = "/var/run/containerpilot.socket";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+    /// File mode of the socket (SPEC §2.15), default 0o600.
+    pub mode: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            mode: 0o600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub cafile: Option<String>,
+    pub capath: Option<String>,
+    pub clientcert: Option<String>,
+    pub clientkey: Option<String>,
+    pub servername: Option<String>,
+    /// `None` = not set in file or env; https then verifies (SPEC §2.13).
+    pub verify: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulConfig {
+    /// `host:port` without scheme.
+    pub address: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    pub token: Option<String>,
+    pub tls: TlsConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restarts {
+    Unlimited,
+    Count(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalName {
+    Sighup,
+    Sigusr2,
+}
+
+impl SignalName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalName::Sighup => "SIGHUP",
+            SignalName::Sigusr2 => "SIGUSR2",
+        }
+    }
+}
+
+/// What starts a job (the `when` block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// No `when`: start once on `startup` from `global`.
+    Startup,
+    /// `once`/`each` on an event from `source`. `each` = unlimited starts.
+    Event {
+        code: EventCode,
+        source: String,
+        each: bool,
+    },
+    /// `when.interval`: start at startup and again every tick.
+    Interval(Duration),
+    /// `source: "SIGHUP"|"SIGUSR2"`: start on every such signal.
+    Signal(SignalName),
+    /// `when: {}` or a `source` with neither once nor each: never starts (3.8).
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhenConfig {
+    pub trigger: Trigger,
+    /// `when.timeout` (only with once/each); `None` = no timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for WhenConfig {
+    fn default() -> Self {
+        WhenConfig {
+            trigger: Trigger::Startup,
+            timeout: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// `None`: no check process; an advertised job then heartbeats unconditionally.
+    pub exec: Option<Vec<String>>,
+    pub interval: Duration,
+    /// TTL in whole seconds, as sent to Consul (`"<ttl>s"`).
+    pub ttl: u32,
+    /// Defaults to `interval`.
+    pub timeout: Duration,
+    pub raw: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct JobConsulExtras {
+    pub enable_tag_override: bool,
+    /// Go duration text passed through to Consul (e.g. "10m").
+    pub deregister_critical_service_after: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobConfig {
+    pub name: String,
+    /// Program + args; `None` for a job without exec.
+    pub exec: Option<Vec<String>>,
+    /// 0 = not advertised.
+    pub port: u16,
+    pub initial_status: Option<CheckStatus>,
+    /// Interface specs (reference §9); only meaningful when advertised.
+    pub interfaces: Vec<String>,
+    /// Resolved address for advertised jobs (set by the loader).
+    pub ip: Option<IpAddr>,
+    pub tags: Vec<String>,
+    pub consul: Option<JobConsulExtras>,
+    pub health: Option<HealthConfig>,
+    pub when: WhenConfig,
+    /// Run timeout; interval jobs default to the interval.
+    pub timeout: Option<Duration>,
+    pub restarts: Restarts,
+    /// Bound on waiting for this job's stop hook (SPEC §2.2); `None` = top-level value.
+    pub stop_timeout: Option<Duration>,
+    pub raw: bool,
+    /// The telemetry `containerpilot` service: no exec, always healthy.
+    pub always_healthy: bool,
+    /// 1-based line of the job object in the config file (for messages).
+    pub line: u32,
+}
+
+impl JobConfig {
+    pub fn is_advertised(&self) -> bool {
+        self.port != 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// Service name as written (the event source is `watch.<name>`).
+    pub name: String,
+    pub interval: Duration,
+    pub tag: Option<String>,
+    pub dc: Option<String>,
+}
+
+impl WatchConfig {
+    pub fn source(&self) -> String {
+        format!("watch.{}", self.name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricConfig {
+    pub namespace: String,
+    pub subsystem: String,
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+}
+
+impl MetricConfig {
+    /// The exposed Prometheus name: non-empty parts joined by `_`.
+    pub fn full_name(&self) -> String {
+        [&self.namespace, &self.subsystem, &self.name]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("_")
+    }
+
+    /// The 3.8 matching key, empty parts included (`__name`, issue #569).
+    pub fn legacy_name(&self) -> String {
+        format!("{}_{}_{}", self.namespace, self.subsystem, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub port: u16,
+    pub interfaces: Vec<String>,
+    /// Resolved listen/advertise address.
+    pub ip: Option<IpAddr>,
+    pub tags: Vec<String>,
+    pub metrics: Vec<MetricConfig>,
+}

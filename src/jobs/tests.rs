@@ -1,0 +1,648 @@
+//! The job state machine driven without processes: a tiny simulator plays the
+//! runtime (bus, timers, process exits) and the tests read what happened.
+
+use super::*;
+use crate::config::types::{HealthConfig, WhenConfig};
+use std::collections::{HashMap, VecDeque};
+
+fn job(name: &str) -> JobConfig {
+    JobConfig {
+        name: name.into(),
+        exec: Some(vec!["true".into()]),
+        port: 0,
+        initial_status: None,
+        interfaces: vec![],
+        ip: None,
+        tags: vec![],
+        consul: None,
+        health: None,
+        when: WhenConfig::default(),
+        timeout: None,
+        restarts: Restarts::Count(0),
+        stop_timeout: None,
+        raw: false,
+        always_healthy: false,
+        line: 1,
+    }
+}
+
+fn when(source: &str, code: EventCode, each: bool) -> WhenConfig {
+    WhenConfig {
+        trigger: Trigger::Event {
+            code,
+            source: source.into(),
+            each,
+        },
+        timeout: None,
+    }
+}
+
+struct Sim {
+    jobs: Vec<Job>,
+    completed: HashSet<String>,
+    bus: VecDeque<Event>,
+    published: Vec<Event>,
+    spawns: Vec<(String, ProcKind)>,
+    terminated: Vec<(String, ProcKind)>,
+    catalog: Vec<(String, Action)>,
+    timers: HashMap<(usize, JobTimer), Duration>,
+    now: Instant,
+    next_pid: i32,
+}
+
+impl Sim {
+    fn new(cfgs: Vec<JobConfig>) -> Sim {
+        let jobs = cfgs.iter().map(|c| Job::new(c.clone(), &cfgs)).collect();
+        let mut s = Sim {
+            jobs,
+            completed: HashSet::new(),
+            bus: VecDeque::new(),
+            published: vec![],
+            spawns: vec![],
+            terminated: vec![],
+            catalog: vec![],
+            timers: HashMap::new(),
+            now: Instant::now(),
+            next_pid: 100,
+        };
+        for i in 0..s.jobs.len() {
+            let a = s.jobs[i].begin();
+            s.apply(i, a);
+        }
+        s
+    }
+
+    fn idx(&self, name: &str) -> usize {
+        self.jobs.iter().position(|j| j.name() == name).expect("job in sim")
+    }
+
+    fn apply(&mut self, i: usize, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Publish(ev) => {
+                    self.published.push(ev.clone());
+                    self.bus.push_back(ev);
+                }
+                Action::Spawn(kind) => {
+                    self.next_pid += 1;
+                    self.jobs[i].spawned(kind, self.next_pid);
+                    self.spawns.push((self.jobs[i].name().into(), kind));
+                }
+                Action::Terminate(kind) => self.terminated.push((self.jobs[i].name().into(), kind)),
+                Action::Arm { timer, after, .. } => {
+                    self.timers.insert((i, timer), after);
+                }
+                Action::Cancel(timer) => {
+                    self.timers.remove(&(i, timer));
+                }
+                Action::Completed => {
+                    self.completed.insert(self.jobs[i].name().into());
+                }
+                Action::Register(_) | Action::Heartbeat | Action::Deregister => {
+                    self.catalog.push((self.jobs[i].name().into(), a))
+                }
+                Action::Log(..) => {}
+            }
+        }
+    }
+
+    fn publish(&mut self, ev: Event) {
+        self.bus.push_back(ev);
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        while let Some(ev) = self.bus.pop_front() {
+            for i in 0..self.jobs.len() {
+                let acts = {
+                    let w = World {
+                        now: self.now,
+                        completed: &self.completed,
+                        stop_timeout: Duration::from_secs(5),
+                    };
+                    self.jobs[i].on_event(&ev, &w)
+                };
+                self.apply(i, acts);
+            }
+        }
+    }
+
+    fn startup(&mut self) {
+        self.publish(Event::global(EventCode::Startup));
+    }
+
+    /// The job's running process of `kind` exits after `ran`.
+    fn exit(&mut self, name: &str, kind: ProcKind, ok: bool, ran: Duration) {
+        self.now += ran;
+        let i = self.idx(name);
+        let err = (!ok).then(|| "exit status 1".to_string());
+        let acts = {
+            let w = World {
+                now: self.now,
+                completed: &self.completed,
+                stop_timeout: Duration::from_secs(5),
+            };
+            self.jobs[i].on_exit(kind, err, &w)
+        };
+        self.apply(i, acts);
+        self.pump();
+    }
+
+    fn fire(&mut self, name: &str, timer: JobTimer) {
+        let i = self.idx(name);
+        if let Some(d) = self.timers.get(&(i, timer)) {
+            self.now += *d;
+        }
+        let acts = {
+            let w = World {
+                now: self.now,
+                completed: &self.completed,
+                stop_timeout: Duration::from_secs(5),
+            };
+            self.jobs[i].on_timer(timer, &w)
+        };
+        self.apply(i, acts);
+        self.pump();
+    }
+
+    fn runs(&self, name: &str) -> usize {
+        self.spawns
+            .iter()
+            .filter(|(n, k)| n == name && *k == ProcKind::Exec)
+            .count()
+    }
+
+    fn saw(&self, code: EventCode, source: &str) -> usize {
+        self.published
+            .iter()
+            .filter(|e| e.code == code && e.source == source)
+            .count()
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.jobs[self.idx(name)].exec_pid.is_some()
+    }
+
+    /// Let the job's process exit (after a long run, so no back-off) until it
+    /// stops restarting; returns the number of runs.
+    fn run_to_end(&mut self, name: &str) -> usize {
+        for _ in 0..100 {
+            if !self.running(name) {
+                break;
+            }
+            self.exit(name, ProcKind::Exec, true, Duration::from_secs(20));
+        }
+        self.runs(name)
+    }
+}
+
+#[test]
+fn restarts_count_gives_one_more_run_than_restarts() {
+    for (restarts, runs) in [
+        (Restarts::Count(3), 4),
+        (Restarts::Count(1), 2),
+        (Restarts::Count(0), 1),
+    ] {
+        let mut c = job("app");
+        c.restarts = restarts;
+        let mut s = Sim::new(vec![c]);
+        s.startup();
+        assert_eq!(s.run_to_end("app"), runs, "{restarts:?}");
+        assert!(s.jobs[0].is_done());
+        assert_eq!(s.saw(EventCode::Stopping, "app"), 1);
+        assert_eq!(s.saw(EventCode::Stopped, "app"), 1);
+    }
+}
+
+#[test]
+fn unlimited_restarts_never_end() {
+    let mut c = job("app");
+    c.restarts = Restarts::Unlimited;
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    for _ in 0..50 {
+        s.exit("app", ProcKind::Exec, false, Duration::from_secs(20));
+    }
+    assert_eq!(s.runs("app"), 51);
+    assert!(!s.jobs[0].is_done());
+}
+
+#[test]
+fn once_job_ignores_a_second_trigger_while_running() {
+    let mut c = job("app");
+    c.when = when("pre", EventCode::ExitSuccess, false);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    assert_eq!(s.runs("app"), 0);
+    s.publish(Event::new(EventCode::ExitSuccess, "pre"));
+    s.publish(Event::new(EventCode::ExitSuccess, "pre"));
+    assert_eq!(s.runs("app"), 1);
+    s.exit("app", ProcKind::Exec, true, Duration::from_secs(2));
+    assert!(s.jobs[0].is_done());
+    s.publish(Event::new(EventCode::ExitSuccess, "pre"));
+    assert_eq!(s.runs("app"), 1);
+}
+
+#[test]
+fn each_job_runs_once_per_trigger_and_never_ends() {
+    let mut c = job("onchange");
+    c.when = when("watch.db", EventCode::StatusChanged, true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    for n in 1..=3 {
+        s.publish(Event::new(EventCode::StatusChanged, "watch.db"));
+        s.exit("onchange", ProcKind::Exec, n != 2, Duration::from_secs(2));
+    }
+    assert_eq!(s.runs("onchange"), 3);
+    assert!(!s.jobs[0].is_done());
+}
+
+#[test]
+fn each_job_queues_a_trigger_that_arrives_while_running() {
+    let mut c = job("onchange");
+    c.when = when("watch.db", EventCode::StatusChanged, true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.publish(Event::new(EventCode::StatusChanged, "watch.db"));
+    s.publish(Event::new(EventCode::StatusChanged, "watch.db"));
+    assert_eq!(s.runs("onchange"), 1, "never two runs at once");
+    s.exit("onchange", ProcKind::Exec, true, Duration::from_secs(2));
+    assert_eq!(s.runs("onchange"), 2, "queued run starts after the first exits");
+    s.exit("onchange", ProcKind::Exec, true, Duration::from_secs(2));
+    assert_eq!(s.runs("onchange"), 2);
+}
+
+#[test]
+fn each_with_restarts_shares_one_budget() {
+    let mut c = job("w");
+    c.when = when("watch.x", EventCode::StatusChanged, true);
+    c.restarts = Restarts::Count(2);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.publish(Event::new(EventCode::StatusChanged, "watch.x"));
+    // exits consume the shared budget: run, restart, restart, then wait
+    for _ in 0..3 {
+        s.exit("w", ProcKind::Exec, true, Duration::from_secs(2));
+    }
+    assert_eq!(s.runs("w"), 3);
+    assert!(!s.running("w"));
+    s.publish(Event::new(EventCode::StatusChanged, "watch.x"));
+    assert_eq!(s.runs("w"), 4);
+    assert!(!s.jobs[0].is_done());
+}
+
+#[test]
+fn a_job_whose_when_names_its_own_exit_never_triggers_that_way() {
+    let mut c = job("loop");
+    c.when = when("loop", EventCode::ExitSuccess, true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.publish(Event::new(EventCode::ExitSuccess, "loop"));
+    assert_eq!(s.runs("loop"), 0);
+}
+
+#[test]
+fn interval_500ms_with_restarts_5_runs_exactly_6_times() {
+    let mut c = job("task");
+    c.when = WhenConfig {
+        trigger: Trigger::Interval(Duration::from_millis(500)),
+        timeout: None,
+    };
+    c.timeout = Some(Duration::from_millis(500));
+    c.restarts = Restarts::Count(5);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    for _ in 0..12 {
+        if s.running("task") {
+            s.exit("task", ProcKind::Exec, true, Duration::from_millis(10));
+        }
+        s.fire("task", JobTimer::Interval);
+    }
+    assert_eq!(s.runs("task"), 6);
+    assert!(s.jobs[0].is_done());
+}
+
+#[test]
+fn interval_jobs_ignore_their_own_exits() {
+    let mut c = job("task");
+    c.when = WhenConfig {
+        trigger: Trigger::Interval(Duration::from_secs(1)),
+        timeout: None,
+    };
+    c.restarts = Restarts::Unlimited;
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.exit("task", ProcKind::Exec, false, Duration::from_millis(1));
+    assert_eq!(s.runs("task"), 1, "no restart on exit");
+    s.fire("task", JobTimer::Interval);
+    assert_eq!(s.runs("task"), 2);
+}
+
+#[test]
+fn when_timeout_expires_without_a_run() {
+    let mut c = job("late");
+    c.when = when("never-comes", EventCode::StatusHealthy, false);
+    c.when.timeout = Some(Duration::from_secs(2));
+    let mut s = Sim::new(vec![c]);
+    assert!(s.timers.contains_key(&(0, JobTimer::WaitTimeout)));
+    s.startup();
+    s.fire("late", JobTimer::WaitTimeout);
+    assert_eq!(s.saw(EventCode::TimerExpired, "late"), 1);
+    assert_eq!(s.runs("late"), 0);
+    assert!(s.jobs[0].is_done());
+    assert_eq!(s.saw(EventCode::Stopped, "late"), 1);
+}
+
+#[test]
+fn when_timeout_is_cancelled_once_started() {
+    let mut c = job("ontime");
+    c.when = when("pre", EventCode::ExitSuccess, false);
+    c.when.timeout = Some(Duration::from_secs(2));
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.publish(Event::new(EventCode::ExitSuccess, "pre"));
+    assert!(!s.timers.contains_key(&(0, JobTimer::WaitTimeout)));
+    s.fire("ontime", JobTimer::WaitTimeout);
+    assert_eq!(s.saw(EventCode::TimerExpired, "ontime"), 0);
+}
+
+#[test]
+fn chain_b_after_a_exit_success() {
+    let a = job("a");
+    let mut b = job("b");
+    b.when = when("a", EventCode::ExitSuccess, false);
+    let mut s = Sim::new(vec![a, b]);
+    s.startup();
+    assert_eq!((s.runs("a"), s.runs("b")), (1, 0));
+    s.exit("a", ProcKind::Exec, true, Duration::from_secs(1));
+    assert_eq!(s.runs("b"), 1);
+}
+
+#[test]
+fn chain_does_not_fire_on_failure() {
+    let a = job("a");
+    let mut b = job("b");
+    b.when = when("a", EventCode::ExitSuccess, false);
+    let mut s = Sim::new(vec![a, b]);
+    s.startup();
+    s.exit("a", ProcKind::Exec, false, Duration::from_secs(1));
+    assert_eq!(s.runs("b"), 0);
+    assert_eq!(s.saw(EventCode::ExitFailed, "a"), 1);
+    assert_eq!(s.saw(EventCode::Error, "a: exit status 1"), 1);
+}
+
+#[test]
+fn quick_exits_back_off_instead_of_spinning() {
+    let mut c = job("crash");
+    c.restarts = Restarts::Unlimited;
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.exit("crash", ProcKind::Exec, false, Duration::from_millis(5));
+    assert_eq!(s.runs("crash"), 1, "no immediate restart");
+    assert_eq!(s.timers.get(&(0, JobTimer::Restart)), Some(&Duration::from_millis(100)));
+    s.fire("crash", JobTimer::Restart);
+    assert_eq!(s.runs("crash"), 2);
+    s.exit("crash", ProcKind::Exec, false, Duration::from_millis(5));
+    assert_eq!(s.timers.get(&(0, JobTimer::Restart)), Some(&Duration::from_millis(200)));
+}
+
+fn health(exec: bool) -> Option<HealthConfig> {
+    Some(HealthConfig {
+        exec: exec.then(|| vec!["check".into()]),
+        interval: Duration::from_secs(1),
+        ttl: 5,
+        timeout: Duration::from_secs(1),
+        raw: false,
+    })
+}
+
+#[test]
+fn health_checks_never_run_before_first_start_nor_twice_at_once() {
+    let mut c = job("app");
+    c.when = when("pre", EventCode::ExitSuccess, false);
+    c.health = health(true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    let checks = |s: &Sim| s.spawns.iter().filter(|(_, k)| *k == ProcKind::Check).count();
+    assert_eq!(checks(&s), 0, "no check before the job started");
+    s.publish(Event::new(EventCode::ExitSuccess, "pre"));
+    s.fire("app", JobTimer::Heartbeat);
+    assert_eq!(checks(&s), 1);
+    s.fire("app", JobTimer::Heartbeat);
+    assert_eq!(checks(&s), 1, "previous check still running");
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.saw(EventCode::ExitSuccess, "check.app"), 1);
+    assert_eq!(s.saw(EventCode::StatusHealthy, "app"), 1);
+    assert_eq!(s.jobs[0].status, Status::Healthy);
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, false, Duration::from_millis(1));
+    assert_eq!(s.saw(EventCode::StatusUnhealthy, "app"), 1);
+    assert_eq!(s.jobs[0].status, Status::Unhealthy);
+}
+
+#[test]
+fn healthy_event_triggers_a_dependent_job() {
+    let mut app = job("app");
+    app.health = health(true);
+    let mut dep = job("dep");
+    dep.when = when("app", EventCode::StatusHealthy, false);
+    let mut s = Sim::new(vec![app, dep]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.runs("dep"), 1);
+}
+
+#[test]
+fn advertised_jobs_heartbeat_after_passing_checks_only() {
+    let mut app = job("app");
+    app.port = 80;
+    app.health = health(true);
+    let mut s = Sim::new(vec![app]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, false, Duration::from_millis(1));
+    assert!(s.catalog.is_empty(), "failing checks send nothing");
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.catalog, vec![("app".to_string(), Action::Heartbeat)]);
+}
+
+#[test]
+fn advertised_job_without_check_exec_heartbeats_every_interval() {
+    let mut app = job("app");
+    app.port = 80;
+    app.health = health(false);
+    let mut s = Sim::new(vec![app]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    s.fire("app", JobTimer::Heartbeat);
+    assert_eq!(s.catalog.len(), 2);
+}
+
+#[test]
+fn initial_status_registers_before_startup() {
+    let mut app = job("app");
+    app.port = 80;
+    app.health = health(true);
+    app.initial_status = Some(CheckStatus::Warning);
+    let s = Sim::new(vec![app]);
+    assert_eq!(s.catalog, vec![("app".to_string(), Action::Register(CheckStatus::Warning))]);
+}
+
+#[test]
+fn maintenance_transitions() {
+    let mut app = job("app");
+    app.port = 80;
+    app.health = health(true);
+    let mut s = Sim::new(vec![app]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.jobs[0].status, Status::Healthy);
+    s.catalog.clear();
+
+    s.publish(Event::global(EventCode::EnterMaintenance));
+    assert_eq!(s.jobs[0].status, Status::Maintenance);
+    assert_eq!(s.catalog, vec![("app".to_string(), Action::Deregister)]);
+    // no checks in maintenance; results of a running one are ignored
+    let checks_before = s.spawns.len();
+    s.fire("app", JobTimer::Heartbeat);
+    assert_eq!(s.spawns.len(), checks_before);
+
+    s.catalog.clear();
+    s.publish(Event::global(EventCode::ExitMaintenance));
+    assert_eq!(s.jobs[0].status, Status::Unknown);
+    assert_eq!(s.catalog, vec![("app".to_string(), Action::Register(CheckStatus::Passing))]);
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.jobs[0].status, Status::Healthy);
+}
+
+#[test]
+fn check_result_during_maintenance_is_ignored() {
+    let mut app = job("app");
+    app.health = health(true);
+    let mut s = Sim::new(vec![app]);
+    s.startup();
+    s.fire("app", JobTimer::Heartbeat);
+    s.publish(Event::global(EventCode::EnterMaintenance));
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(s.jobs[0].status, Status::Maintenance);
+    assert_eq!(s.saw(EventCode::StatusHealthy, "app"), 0);
+}
+
+#[test]
+fn maintenance_events_can_start_jobs() {
+    let mut c = job("on-maint");
+    c.when = when("global", EventCode::EnterMaintenance, true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    s.publish(Event::global(EventCode::EnterMaintenance));
+    assert_eq!(s.runs("on-maint"), 1);
+}
+
+#[test]
+fn signal_jobs_run_on_every_signal() {
+    let mut c = job("on-hup");
+    c.when = WhenConfig {
+        trigger: Trigger::Signal(SignalName::Sighup),
+        timeout: None,
+    };
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    assert_eq!(s.runs("on-hup"), 0);
+    for _ in 0..3 {
+        s.publish(Event::new(EventCode::Signal, "SIGHUP"));
+        s.exit("on-hup", ProcKind::Exec, true, Duration::from_secs(1));
+    }
+    s.publish(Event::new(EventCode::Signal, "SIGUSR2"));
+    assert_eq!(s.runs("on-hup"), 3);
+    assert!(!s.jobs[0].is_done());
+}
+
+#[test]
+fn shutdown_runs_stopping_hook_before_terminating_and_stopped_hook_after() {
+    let mut app = job("app");
+    app.restarts = Restarts::Unlimited;
+    let mut pre = job("prestop");
+    pre.when = when("app", EventCode::Stopping, false);
+    let mut post = job("poststop");
+    post.when = when("app", EventCode::Stopped, false);
+    let mut s = Sim::new(vec![app, pre, post]);
+    s.startup();
+    assert!(s.running("app"));
+    s.publish(Event::global(EventCode::Shutdown));
+    // app announced stopping and waits for its hook; it has not been signalled
+    assert_eq!(s.saw(EventCode::Stopping, "app"), 1);
+    assert_eq!(s.runs("prestop"), 1);
+    assert!(s.terminated.is_empty());
+    assert_eq!(s.runs("poststop"), 0);
+    s.exit("prestop", ProcKind::Exec, true, Duration::from_millis(50));
+    assert_eq!(s.terminated, vec![("app".to_string(), ProcKind::Exec)]);
+    assert_eq!(s.saw(EventCode::Stopped, "app"), 1);
+    assert_eq!(s.runs("poststop"), 1);
+    s.exit("poststop", ProcKind::Exec, true, Duration::from_millis(50));
+    s.exit("app", ProcKind::Exec, false, Duration::from_millis(50));
+    assert!(s.jobs.iter().all(|j| j.is_done()), "everything ends");
+    assert_eq!(s.runs("app"), 1, "no restart during shutdown");
+}
+
+#[test]
+fn stop_hook_wait_is_bounded_by_stop_timeout() {
+    let mut app = job("app");
+    app.stop_timeout = Some(Duration::from_secs(2));
+    let mut pre = job("prestop");
+    pre.when = when("app", EventCode::Stopping, false);
+    let mut s = Sim::new(vec![app, pre]);
+    s.startup();
+    s.publish(Event::global(EventCode::Shutdown));
+    assert_eq!(s.timers.get(&(0, JobTimer::StopHook)), Some(&Duration::from_secs(2)));
+    assert!(!s.jobs[0].is_done());
+    s.fire("app", JobTimer::StopHook);
+    assert!(s.jobs[0].is_done());
+    assert_eq!(s.terminated, vec![("app".to_string(), ProcKind::Exec)]);
+}
+
+#[test]
+fn hook_of_an_already_finished_job_does_not_block_shutdown() {
+    let app = job("app");
+    let mut pre = job("prestop");
+    pre.when = when("app", EventCode::Stopping, true);
+    let mut s = Sim::new(vec![app, pre]);
+    s.startup();
+    s.exit("app", ProcKind::Exec, true, Duration::from_secs(1));
+    s.exit("prestop", ProcKind::Exec, true, Duration::from_secs(1));
+    assert!(s.jobs[0].is_done());
+    s.publish(Event::global(EventCode::Shutdown));
+    assert!(s.jobs[1].is_done());
+}
+
+#[test]
+fn job_without_exec_never_ends_on_its_own_but_stops_on_shutdown() {
+    let mut c = job("idle");
+    c.exec = None;
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    assert!(!s.jobs[0].is_done());
+    s.publish(Event::global(EventCode::Shutdown));
+    assert!(s.jobs[0].is_done());
+}
+
+#[test]
+fn always_healthy_service_stays_healthy() {
+    let mut c = job("containerpilot");
+    c.exec = None;
+    c.port = 9090;
+    c.always_healthy = true;
+    c.health = health(false);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    assert_eq!(s.jobs[0].status.as_str(), "healthy");
+    s.fire("containerpilot", JobTimer::Heartbeat);
+    assert_eq!(s.catalog, vec![("containerpilot".to_string(), Action::Heartbeat)]);
+    s.publish(Event::global(EventCode::EnterMaintenance));
+    s.publish(Event::global(EventCode::ExitMaintenance));
+    assert_eq!(s.jobs[0].status.as_str(), "healthy");
+}

@@ -1,0 +1,363 @@
+//! The loop's side of the control socket and telemetry listener: accepting and
+//! serving clients, carrying out control commands, and reloading the config.
+
+use super::server::Server;
+use super::{listeners, Runtime, TimerKey, CONTROL, CONTROL_CLIENTS, CLIENT_SPAN, TELEMETRY, TELEMETRY_CLIENTS};
+use crate::config::types::Config;
+use crate::control::{self, Command};
+use crate::events::{Event, EventCode};
+use crate::http::{Request, Response};
+use crate::jobs::{Budget, Job, World};
+use crate::telemetry::{self, JobStatus};
+use std::time::Instant;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Control,
+    Telemetry,
+}
+
+impl Runtime {
+    pub(super) fn on_server_event(&mut self, t: mio::Token) {
+        let now = Instant::now();
+        for which in [Which::Control, Which::Telemetry] {
+            let Some(mut srv) = self.take_server(which) else { continue };
+            if srv.owns(t) {
+                if srv.is_listener(t) {
+                    srv.accept(self.poll.registry(), now);
+                } else {
+                    self.serve(&mut srv, which, t, now);
+                }
+            }
+            self.put_server(which, srv);
+        }
+    }
+
+    /// Paused reads and a backlog of connections waiting for a free slot.
+    pub(super) fn service_servers(&mut self) {
+        let now = Instant::now();
+        for which in [Which::Control, Which::Telemetry] {
+            let Some(mut srv) = self.take_server(which) else { continue };
+            if srv.wants_accept() {
+                srv.accept(self.poll.registry(), now);
+            }
+            for t in srv.paused() {
+                self.serve(&mut srv, which, t, now);
+            }
+            srv.expire(self.poll.registry(), now);
+            self.put_server(which, srv);
+        }
+    }
+
+    pub(super) fn servers_busy(&self) -> bool {
+        [&self.control, &self.telemetry]
+            .into_iter()
+            .flatten()
+            .any(|s| !s.paused().is_empty() || s.wants_accept())
+    }
+
+    /// When the next idle client may be dropped.
+    pub(super) fn server_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let reg = self.poll.registry();
+        let a = self.control.as_mut().and_then(|s| s.expire(reg, now));
+        let b = self.telemetry.as_mut().and_then(|s| s.expire(reg, now));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn take_server(&mut self, which: Which) -> Option<Server> {
+        match which {
+            Which::Control => self.control.take(),
+            Which::Telemetry => self.telemetry.take(),
+        }
+    }
+
+    fn put_server(&mut self, which: Which, srv: Server) {
+        match which {
+            Which::Control => self.control = Some(srv),
+            Which::Telemetry => self.telemetry = Some(srv),
+        }
+    }
+
+    fn serve(&mut self, srv: &mut Server, which: Which, t: mio::Token, now: Instant) {
+        let reg = self.poll.registry().try_clone();
+        let Ok(reg) = reg else { return };
+        let mut route = |req: Request| -> Response {
+            match which {
+                Which::Control => self.route_control(req),
+                Which::Telemetry => self.route_telemetry(req),
+            }
+        };
+        srv.serve(&reg, t, now, &mut route);
+    }
+
+    fn route_control(&mut self, req: Request) -> Response {
+        let label = control::path_label(&req.path);
+        let resp = match control::parse(&req) {
+            Ok(cmd) => self.apply(cmd),
+            Err(resp) => resp,
+        };
+        if resp.status != 404 || label != "other" {
+            self.metrics.record_control_request(resp.status, label);
+        }
+        resp
+    }
+
+    fn route_telemetry(&mut self, req: Request) -> Response {
+        match req.path.as_str() {
+            "/metrics" => match req.method.as_str() {
+                "GET" | "HEAD" => {
+                    let mut r = Response::new(200, self.metrics.render());
+                    r.content_type = Some("text/plain; version=0.0.4; charset=utf-8");
+                    r
+                }
+                _ => Response::text(405, "Method Not Allowed\n"),
+            },
+            "/status" => match req.method.as_str() {
+                "GET" | "HEAD" => Response::json(200, self.status_json()),
+                _ => Response::text(405, "Method Not Allowed\n"),
+            },
+            _ => control::not_found(),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> Response {
+        match cmd {
+            Command::Ping => Response::text(200, "ok"),
+            Command::Status => Response::json(200, self.status_json()),
+            Command::PutEnv(pairs) => {
+                for (k, v) in pairs {
+                    match v {
+                        Some(v) => {
+                            self.env.insert(k, v);
+                        }
+                        None => {
+                            self.env.remove(&k);
+                        }
+                    }
+                }
+                Response::text(200, "\n")
+            }
+            Command::PutMetric(updates) => match self.metrics.apply(&updates) {
+                Ok(()) => {
+                    for (k, v) in &updates {
+                        let v = match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        self.bus.publish(Event::new(EventCode::Metric, format!("{k}|{v}")));
+                    }
+                    Response::text(200, "\n")
+                }
+                Err(e) => Response::text(400, &format!("{e}\n")),
+            },
+            Command::Maintenance(on) => {
+                let changed = self.maintenance != on;
+                if changed {
+                    self.maintenance = on;
+                    let code = if on {
+                        EventCode::EnterMaintenance
+                    } else {
+                        EventCode::ExitMaintenance
+                    };
+                    self.bus.publish(Event::global(code));
+                }
+                Response::json(200, format!("{{\"updated\":{changed}}}"))
+            }
+            Command::Signal { job, signal } => {
+                let Some(j) = self.jobs.iter().find(|j| j.name() == job && !j.is_done()) else {
+                    return Response::text(404, &format!("no job named {job:?}\n"));
+                };
+                let Some(sig) = control::parse_signal(&signal) else {
+                    return Response::text(400, &format!("unknown signal {signal:?}\n"));
+                };
+                let Some(pid) = j.exec_pid else {
+                    return Response::text(409, &format!("job {job:?} has no running process\n"));
+                };
+                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                    Ok(()) => Response::text(200, "\n"),
+                    Err(e) => Response::text(409, &format!("cannot signal job {job:?}: {e}\n")),
+                }
+            }
+            Command::Reload => match crate::config::load(&self.config_path, &self.env) {
+                Ok(cfg) => match self.reload(cfg) {
+                    Ok(()) => {
+                        log::info!("control: reloaded app via control plane");
+                        Response::text(200, "\n")
+                    }
+                    Err(e) => Response::text(400, &format!("{e}\n")),
+                },
+                Err(e) => {
+                    let msg = e.to_string().replace('\n', "; ");
+                    log::error!("reload rejected, keeping the running config: {msg}");
+                    Response::text(400, &format!("{msg}\n"))
+                }
+            },
+        }
+    }
+
+    /// SPEC §2.4: unchanged jobs keep running; changed and removed ones stop;
+    /// changed and new ones start per their `when` once their old version is gone.
+    fn reload(&mut self, new: Config) -> Result<(), String> {
+        let metrics = new.telemetry.as_ref().map(|t| t.metrics.as_slice()).unwrap_or(&[]);
+        self.metrics
+            .reload_user(metrics)
+            .map_err(|e| format!("telemetry: {e}"))?;
+        if new.control.socket != self.cfg.control.socket {
+            let l = listeners::bind_control(&new.control)?;
+            let srv = Server::new(self.poll.registry(), l, CONTROL, CONTROL_CLIENTS, CLIENT_SPAN)
+                .map_err(|e| format!("cannot watch control socket: {e}"))?;
+            // The old socket goes away with its listener; clients already connected
+            // (including the one asking for this reload) are answered first.
+            if let Some(mut old) = self.control.replace(srv) {
+                old.deregister(self.poll.registry());
+            }
+            listeners::remove_control(&self.cfg.control.socket);
+            log::info!("control: serving at {}", new.control.socket.display());
+        } else if new.control.mode != self.cfg.control.mode {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(
+                &new.control.socket,
+                std::fs::Permissions::from_mode(new.control.mode),
+            );
+        }
+        if new.telemetry.as_ref().map(|t| (t.ip, t.port)) != self.cfg.telemetry.as_ref().map(|t| (t.ip, t.port)) {
+            if let Some(mut old) = self.telemetry.take() {
+                old.deregister(self.poll.registry());
+            }
+            if let Some(t) = &new.telemetry {
+                let l = listeners::bind_telemetry(t)?;
+                self.telemetry = Some(
+                    Server::new(self.poll.registry(), l, TELEMETRY, TELEMETRY_CLIENTS, CLIENT_SPAN)
+                        .map_err(|e| format!("cannot watch telemetry listener: {e}"))?,
+                );
+            }
+        }
+        if let Err(e) = crate::logging::configure(&new.logging) {
+            log::error!("{e}");
+        }
+
+        let now = Instant::now();
+        let mut retire = Vec::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            if j.is_done() {
+                continue;
+            }
+            match new.jobs.iter().find(|n| n.name == j.cfg.name) {
+                Some(n) if *n == j.cfg => {}
+                _ => retire.push(i),
+            }
+        }
+        for i in retire {
+            let acts = {
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: self.cfg.stop_timeout,
+                };
+                self.jobs[i].retire(&world)
+            };
+            self.execute(i, acts, now);
+        }
+        self.pending = new
+            .jobs
+            .iter()
+            .filter(|n| {
+                !self
+                    .jobs
+                    .iter()
+                    .any(|j| !j.is_done() && j.cfg == **n)
+            })
+            .cloned()
+            .collect();
+        for j in self.jobs.iter_mut() {
+            j.set_hook(crate::jobs::hook_for(&j.cfg.name, &new.jobs));
+        }
+        self.cfg = new;
+        self.install_pending();
+        Ok(())
+    }
+
+    /// Start jobs from a reload whose previous version has fully stopped.
+    pub(super) fn install_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.pending);
+        for cfg in pending {
+            let old = self.jobs.iter().position(|j| j.cfg.name == cfg.name);
+            let idx = match old {
+                Some(i) if !self.jobs[i].is_done() || self.procs.values().any(|p| p.job == i) => {
+                    self.pending.push(cfg);
+                    continue;
+                }
+                Some(i) => i,
+                None => {
+                    self.jobs.push(Job::new(cfg.clone(), &self.cfg.jobs));
+                    self.jobs.len() - 1
+                }
+            };
+            self.jobs[idx] = Job::new(cfg, &self.cfg.jobs);
+            self.completed.remove(self.jobs[idx].name());
+            self.cancel_job_timers(idx);
+            let acts = self.jobs[idx].begin();
+            self.execute(idx, acts, now);
+            // Startup was published once for this run; a job that arrives by reload
+            // sees it now, alone, so running jobs are not triggered again.
+            let acts = {
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: self.cfg.stop_timeout,
+                };
+                self.jobs[idx].on_event(&Event::global(EventCode::Startup), &world)
+            };
+            self.execute(idx, acts, now);
+            if self.maintenance {
+                let acts = {
+                    let world = World {
+                        now,
+                        completed: &self.completed,
+                        stop_timeout: self.cfg.stop_timeout,
+                    };
+                    self.jobs[idx].on_event(&Event::global(EventCode::EnterMaintenance), &world)
+                };
+                self.execute(idx, acts, now);
+            }
+        }
+    }
+
+    fn cancel_job_timers(&mut self, idx: usize) {
+        use super::JobTimerKey::*;
+        for t in [Heartbeat, Interval, WaitTimeout, Restart, StopHook] {
+            self.timers.cancel(TimerKey::Job(idx, t));
+        }
+    }
+
+    pub(super) fn status_json(&self) -> String {
+        let mut jobs = Vec::new();
+        for j in &self.jobs {
+            if !self.cfg.jobs.iter().any(|c| c.name == j.cfg.name) {
+                continue; // removed by a reload
+            }
+            jobs.push(JobStatus {
+                name: j.cfg.name.clone(),
+                status: j.status.as_str(),
+                advertised: j.cfg.is_advertised(),
+                address: j.cfg.ip.map(|ip| ip.to_string()),
+                port: j.cfg.port,
+                depends_on: j.depends_on().map(|s| s.to_string()),
+                pid: j.exec_pid,
+                restarts_left: match j.restarts_remain {
+                    Budget::Unlimited => None,
+                    Budget::Left(n) => Some(n),
+                },
+            });
+        }
+        let watches: Vec<String> = self.cfg.watches.iter().map(|w| w.name.clone()).collect();
+        telemetry::status_json(crate::VERSION, &jobs, &watches)
+    }
+}

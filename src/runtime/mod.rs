@@ -1,0 +1,525 @@
+//! The daemon: one single-threaded mio loop that owns every fd, timer and child.
+//! Jobs decide (`jobs`), the loop does: it turns OS facts (a child exited, a line
+//! was read, a timer is due) into inputs for the jobs and carries out the
+//! `Action`s they return.
+
+mod control;
+mod listeners;
+mod pipes;
+pub mod reaper;
+pub mod server;
+pub mod timers;
+
+use crate::config::types::{Config, LogLevel};
+use crate::events::{Bus, Event, EventCode};
+use crate::jobs::{Action, Job, JobTimer, ProcKind, World};
+use crate::logging;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use crate::telemetry::Metrics;
+use pipes::Pipes;
+use server::Server;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timers::Timers;
+
+const SIGNALS: Token = Token(0);
+const WAKER: Token = Token(1);
+const CONTROL: Token = Token(2);
+const TELEMETRY: Token = Token(3);
+const CONTROL_CLIENTS: usize = 1 << 12;
+const TELEMETRY_CLIENTS: usize = 2 << 12;
+const CLIENT_SPAN: usize = 1 << 12;
+/// Pipe tokens start here; lower numbers are fixed sources.
+pub(crate) const FIRST_DYNAMIC: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    Job(usize, JobTimerKey),
+    /// A process's `timeout`: SIGKILL its group.
+    ProcTimeout(i32),
+    /// After every job has ended on shutdown: SIGKILL whatever is still alive.
+    FinalKill,
+}
+
+/// `JobTimer` with an order, for the heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum JobTimerKey {
+    Heartbeat,
+    Interval,
+    WaitTimeout,
+    Restart,
+    StopHook,
+}
+
+impl From<JobTimer> for JobTimerKey {
+    fn from(t: JobTimer) -> Self {
+        match t {
+            JobTimer::Heartbeat => JobTimerKey::Heartbeat,
+            JobTimer::Interval => JobTimerKey::Interval,
+            JobTimer::WaitTimeout => JobTimerKey::WaitTimeout,
+            JobTimer::Restart => JobTimerKey::Restart,
+            JobTimer::StopHook => JobTimerKey::StopHook,
+        }
+    }
+}
+
+impl From<JobTimerKey> for JobTimer {
+    fn from(t: JobTimerKey) -> Self {
+        match t {
+            JobTimerKey::Heartbeat => JobTimer::Heartbeat,
+            JobTimerKey::Interval => JobTimer::Interval,
+            JobTimerKey::WaitTimeout => JobTimer::WaitTimeout,
+            JobTimerKey::Restart => JobTimer::Restart,
+            JobTimerKey::StopHook => JobTimer::StopHook,
+        }
+    }
+}
+
+/// A child we started.
+#[derive(Debug)]
+struct Proc {
+    job: usize,
+    kind: ProcKind,
+    /// Display name: the job name or `check.<job>`.
+    name: String,
+    timed_out: bool,
+}
+
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+pub struct Runtime {
+    poll: Poll,
+    signals: Signals,
+    #[allow(dead_code)]
+    waker: Arc<Waker>,
+    cfg: Config,
+    /// Re-read on reload.
+    config_path: String,
+    jobs: Vec<Job>,
+    completed: HashSet<String>,
+    procs: HashMap<i32, Proc>,
+    pipes: Pipes,
+    timers: Timers<TimerKey>,
+    bus: Bus,
+    /// The environment children get; changed by -putenv and `_PID` variables.
+    env: BTreeMap<String, String>,
+    shutting_down: bool,
+    control: Option<Server>,
+    telemetry: Option<Server>,
+    metrics: Metrics,
+    maintenance: bool,
+    /// Jobs changed by a reload wait here until their old version is gone.
+    pending: Vec<crate::config::types::JobConfig>,
+    /// The latest process group of each job's exec and check, SIGKILLed on the
+    /// way out as 3.8 did, so leftovers in those groups do not outlive us.
+    groups: HashMap<(usize, ProcKind), i32>,
+    warned_no_catalog: HashSet<usize>,
+}
+
+impl Runtime {
+    pub fn new(
+        cfg: Config,
+        env: BTreeMap<String, String>,
+        config_path: String,
+    ) -> Result<Runtime, RunError> {
+        let poll = Poll::new().map_err(|e| RunError(format!("cannot create poll: {e}")))?;
+        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(|e| RunError(format!("cannot install signal handlers: {e}")))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| RunError(format!("cannot watch signals: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| RunError(format!("cannot create waker: {e}")))?,
+        );
+        reaper::become_subreaper();
+        let jobs = cfg.jobs.iter().map(|j| Job::new(j.clone(), &cfg.jobs)).collect();
+        let metrics = Metrics::new(cfg.telemetry.as_ref().map(|t| t.metrics.as_slice()).unwrap_or(&[]))
+            .map_err(|e| RunError(format!("telemetry: {e}")))?;
+        let control = Server::new(
+            poll.registry(),
+            listeners::bind_control(&cfg.control).map_err(RunError)?,
+            CONTROL,
+            CONTROL_CLIENTS,
+            CLIENT_SPAN,
+        )
+        .map_err(|e| RunError(format!("cannot watch control socket: {e}")))?;
+        log::info!("control: serving at {}", cfg.control.socket.display());
+        let telemetry = match &cfg.telemetry {
+            Some(t) => {
+                let l = listeners::bind_telemetry(t).map_err(RunError)?;
+                Some(
+                    Server::new(poll.registry(), l, TELEMETRY, TELEMETRY_CLIENTS, CLIENT_SPAN)
+                        .map_err(|e| RunError(format!("cannot watch telemetry listener: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let mut env = env;
+        for j in &cfg.jobs {
+            if let Some(ip) = j.ip {
+                env.insert(
+                    format!("CONTAINERPILOT_{}_IP", j.name.to_uppercase().replace('-', "_")),
+                    ip.to_string(),
+                );
+            }
+        }
+        Ok(Runtime {
+            poll,
+            signals,
+            waker,
+            cfg,
+            config_path,
+            jobs,
+            completed: HashSet::new(),
+            procs: HashMap::new(),
+            pipes: Pipes::new(FIRST_DYNAMIC),
+            timers: Timers::default(),
+            bus: Bus::default(),
+            env,
+            shutting_down: false,
+            control: Some(control),
+            telemetry,
+            metrics,
+            maintenance: false,
+            pending: Vec::new(),
+            groups: HashMap::new(),
+            warned_no_catalog: HashSet::new(),
+        })
+    }
+
+    /// Run until shutdown completes. Returns the exit code.
+    pub fn run(mut self) -> i32 {
+        let now = Instant::now();
+        for i in 0..self.jobs.len() {
+            let acts = self.jobs[i].begin();
+            self.execute(i, acts, now);
+        }
+        self.bus.publish(Event::global(EventCode::Startup));
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.pump();
+            if self.finished() {
+                break;
+            }
+            let timeout = if self.pipes.has_backlog() || self.servers_busy() {
+                Some(Duration::ZERO)
+            } else {
+                let now = Instant::now();
+                let t = self.timers.next_deadline();
+                let c = self.server_deadline(now);
+                match (t, c) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("poll failed: {e}");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.on_signals(),
+                    WAKER => {}
+                    t if self.pipes.owns(t) => self.pipes.mark_ready(t),
+                    t => self.on_server_event(t),
+                }
+            }
+            self.service_servers();
+            self.drain_pipes();
+            self.install_pending();
+            self.fire_timers();
+        }
+        self.exit_cleanup();
+        0
+    }
+
+    fn finished(&self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        let all_done = self.jobs.iter().all(|j| j.is_done());
+        if self.jobs.is_empty() {
+            // Nothing to supervise: keep serving until told to stop.
+            return self.shutting_down && self.procs.is_empty();
+        }
+        all_done && self.procs.is_empty()
+    }
+
+    fn world(&self) -> (Instant, Duration) {
+        (Instant::now(), self.cfg.stop_timeout)
+    }
+
+    /// Deliver every queued event to every job, in publish order.
+    fn pump(&mut self) {
+        while let Some(ev) = self.bus.pop() {
+            if logging::enabled(LogLevel::Debug) {
+                log::debug!("event: {ev}");
+            }
+            self.metrics.record_event(&ev);
+            let (now, st) = self.world();
+            for i in 0..self.jobs.len() {
+                let acts = {
+                    let world = World {
+                        now,
+                        completed: &self.completed,
+                        stop_timeout: st,
+                    };
+                    self.jobs[i].on_event(&ev, &world)
+                };
+                self.execute(i, acts, now);
+            }
+        }
+        self.check_all_done();
+    }
+
+    fn check_all_done(&mut self) {
+        if !self.jobs.is_empty()
+            && self.pending.is_empty()
+            && self.jobs.iter().all(|j| j.is_done())
+            && !self.procs.is_empty()
+            && !self.timers.is_armed(TimerKey::FinalKill)
+        {
+            let after = self.cfg.stop_timeout;
+            self.timers.arm(TimerKey::FinalKill, Instant::now(), after, false);
+        }
+    }
+
+    fn execute(&mut self, job: usize, acts: Vec<Action>, now: Instant) {
+        let mut queue: VecDeque<Action> = acts.into();
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::Publish(ev) => self.bus.publish(ev),
+                Action::Spawn(kind) => {
+                    if let Some(more) = self.spawn(job, kind, now) {
+                        queue.extend(more);
+                    }
+                }
+                Action::Terminate(kind) => {
+                    let pid = match kind {
+                        ProcKind::Exec => self.jobs[job].exec_pid,
+                        ProcKind::Check => self.jobs[job].check_pid,
+                    };
+                    if let Some(pid) = pid {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                    }
+                }
+                Action::Arm { timer, after, repeat } => {
+                    self.timers.arm(TimerKey::Job(job, timer.into()), now, after, repeat)
+                }
+                Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer.into())),
+                Action::Register(_) | Action::Heartbeat | Action::Deregister => {
+                    self.catalog(job, a);
+                }
+                Action::Log(level, msg) => logging::emit(level, None, None, &msg),
+                Action::Completed => {
+                    self.completed.insert(self.jobs[job].name().to_string());
+                }
+            }
+        }
+    }
+
+    fn catalog(&mut self, job: usize, _a: Action) {
+        if self.cfg.consul.is_none() && self.warned_no_catalog.insert(job) {
+            log::info!(
+                "{}: no catalog configured, service is not registered",
+                self.jobs[job].name()
+            );
+        }
+    }
+
+    /// Start a job's exec or check. On failure the job hears about it right away,
+    /// as an exit; the returned actions are its reaction.
+    fn spawn(&mut self, job: usize, kind: ProcKind, now: Instant) -> Option<Vec<Action>> {
+        let j = &self.jobs[job];
+        let (argv, timeout, raw, name) = match kind {
+            ProcKind::Exec => (j.cfg.exec.clone()?, j.cfg.timeout, j.cfg.raw, j.name().to_string()),
+            ProcKind::Check => {
+                let h = j.cfg.health.as_ref()?;
+                (h.exec.clone()?, Some(h.timeout), h.raw, j.check_name())
+            }
+        };
+        match crate::process::spawn(&argv, &self.env, raw) {
+            Ok(sp) => {
+                log::debug!("{name}.Run start: {}", argv.join(" "));
+                self.jobs[job].spawned(kind, sp.pid);
+                self.groups.insert((job, kind), sp.pid);
+                self.env.insert(
+                    format!("CONTAINERPILOT_{}_PID", crate::process::env_name(&name)),
+                    sp.pid.to_string(),
+                );
+                if let Some(t) = timeout {
+                    self.timers.arm(TimerKey::ProcTimeout(sp.pid), now, t, false);
+                }
+                let label = match kind {
+                    ProcKind::Exec => pipes::Label::Job(name.clone()),
+                    ProcKind::Check => pipes::Label::Check(name.clone()),
+                };
+                for fd in [sp.stdout, sp.stderr].into_iter().flatten() {
+                    if let Err(e) = self.pipes.add(self.poll.registry(), fd, label.clone(), sp.pid) {
+                        log::warn!("{name}: cannot read output: {e}");
+                    }
+                }
+                self.procs.insert(
+                    sp.pid,
+                    Proc {
+                        job,
+                        kind,
+                        name,
+                        timed_out: false,
+                    },
+                );
+                None
+            }
+            Err(e) => {
+                log::error!("unable to start {name}: {e}");
+                let (now, st) = self.world();
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: st,
+                };
+                Some(self.jobs[job].on_exit(kind, Some(e.0), &world))
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGCHLD => self.reap(),
+                SIGTERM | SIGINT => {
+                    self.shutting_down = true;
+                    self.bus.publish(Event::global(EventCode::Shutdown));
+                }
+                SIGHUP => self.bus.publish(Event::new(EventCode::Signal, "SIGHUP")),
+                SIGUSR2 => self.bus.publish(Event::new(EventCode::Signal, "SIGUSR2")),
+                SIGUSR1 => {
+                    if let Err(e) = logging::reopen() {
+                        log::error!("{e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for (pid, status) in reaper::reap_all() {
+            let Some(p) = self.procs.remove(&pid) else {
+                continue; // an orphan: reaping it was the whole job
+            };
+            // Log what the process wrote before we report its exit.
+            self.pipes.drain_pid(pid);
+            self.timers.cancel(TimerKey::ProcTimeout(pid));
+            self.env
+                .remove(&format!("CONTAINERPILOT_{}_PID", crate::process::env_name(&p.name)));
+            let mut error = crate::process::exit_error(status);
+            if p.timed_out {
+                error = Some("signal: killed".into());
+            }
+            match &error {
+                Some(e) => log::error!("{} exited with error: {e}", p.name),
+                None => log::debug!("{} exited without error", p.name),
+            }
+            // Clean up whatever the process left behind in its group (3.8 does too).
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+            let (now, st) = self.world();
+            let acts = {
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: st,
+                };
+                self.jobs[p.job].on_exit(p.kind, error, &world)
+            };
+            self.execute(p.job, acts, now);
+        }
+    }
+
+    fn drain_pipes(&mut self) {
+        self.pipes.service();
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Job(i, t) => {
+                    let timer: JobTimer = t.into();
+                    if timer == JobTimer::Heartbeat && self.jobs[i].cfg.always_healthy {
+                        // 3.8 does not log the telemetry service's ticks
+                    } else {
+                        log::debug!("timer: {{TimerExpired {}.{:?}}}", self.jobs[i].name(), timer);
+                    }
+                    let acts = {
+                        let world = World {
+                            now,
+                            completed: &self.completed,
+                            stop_timeout: self.cfg.stop_timeout,
+                        };
+                        self.jobs[i].on_timer(timer, &world)
+                    };
+                    self.execute(i, acts, now);
+                }
+                TimerKey::ProcTimeout(pid) => {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.timed_out = true;
+                        let j = &self.jobs[p.job];
+                        let (dur, argv) = match p.kind {
+                            ProcKind::Exec => (j.cfg.timeout, j.cfg.exec.clone()),
+                            ProcKind::Check => (
+                                j.cfg.health.as_ref().map(|h| h.timeout),
+                                j.cfg.health.as_ref().and_then(|h| h.exec.clone()),
+                            ),
+                        };
+                        log::warn!(
+                            "{} timeout after {}: '{}'",
+                            p.name,
+                            dur.map(crate::config::duration::format).unwrap_or_default(),
+                            argv.map(|a| a.join(" ")).unwrap_or_default()
+                        );
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+                TimerKey::FinalKill => {
+                    for pid in self.procs.keys() {
+                        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    fn exit_cleanup(&mut self) {
+        for pgid in self.groups.values() {
+            let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+        }
+        self.pipes.close_all(self.poll.registry());
+        if let Some(mut c) = self.control.take() {
+            c.deregister(self.poll.registry());
+        }
+        listeners::remove_control(&self.cfg.control.socket);
+        if let Some(mut t) = self.telemetry.take() {
+            t.deregister(self.poll.registry());
+        }
+    }
+}

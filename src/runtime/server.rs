@@ -1,0 +1,250 @@
+//! Listening sockets (control unix socket, telemetry TCP port) and their
+//! connections, driven by the loop. HTTP parsing is `crate::http`; what a request
+//! means is decided by the caller through the `route` callback.
+
+use crate::http::{Conn, Limits, ReadOutcome, Request, Response};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// A client that sends nothing for this long is dropped (SPEC §4).
+pub const IDLE: Duration = Duration::from_secs(10);
+/// More connections than this wait in the listen backlog (SPEC §4).
+pub const MAX_CONNS: usize = 256;
+
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+struct Client {
+    stream: Stream,
+    conn: Conn,
+    last: Instant,
+    /// Read budget ran out: come back without waiting for readiness.
+    paused: bool,
+}
+
+/// One listener and its clients. Tokens for clients are `base + n`.
+pub struct Server {
+    pub listener: Listener,
+    listener_token: Token,
+    base: usize,
+    next: usize,
+    span: usize,
+    clients: HashMap<Token, Client>,
+    /// The listener was readable while we were full: accept when a slot frees.
+    backlog: bool,
+}
+
+impl Server {
+    pub fn new(
+        reg: &Registry,
+        mut listener: Listener,
+        listener_token: Token,
+        base: usize,
+        span: usize,
+    ) -> io::Result<Server> {
+        match &mut listener {
+            Listener::Unix(l) => reg.register(l, listener_token, Interest::READABLE)?,
+            Listener::Tcp(l) => reg.register(l, listener_token, Interest::READABLE)?,
+        }
+        Ok(Server {
+            listener,
+            listener_token,
+            base,
+            next: 0,
+            span,
+            clients: HashMap::new(),
+            backlog: true,
+        })
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        t == self.listener_token || (t.0 >= self.base && t.0 < self.base + self.span)
+    }
+
+    pub fn is_listener(&self, t: Token) -> bool {
+        t == self.listener_token
+    }
+
+    pub fn deregister(&mut self, reg: &Registry) {
+        match &mut self.listener {
+            Listener::Unix(l) => {
+                let _ = reg.deregister(l);
+            }
+            Listener::Tcp(l) => {
+                let _ = reg.deregister(l);
+            }
+        }
+        for (_, mut c) in self.clients.drain() {
+            deregister_stream(reg, &mut c.stream);
+        }
+    }
+
+    fn alloc(&mut self) -> Option<Token> {
+        for _ in 0..self.span {
+            self.next = (self.next + 1) % self.span;
+            let t = Token(self.base + self.next);
+            if !self.clients.contains_key(&t) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Accept what the backlog holds, up to the connection cap.
+    pub fn accept(&mut self, reg: &Registry, now: Instant) {
+        self.backlog = true;
+        while self.clients.len() < MAX_CONNS {
+            let accepted = match &self.listener {
+                Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            };
+            let mut stream = match accepted {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    self.backlog = false;
+                    return;
+                }
+            };
+            let Some(token) = self.alloc() else { return };
+            let res = match &mut stream {
+                Stream::Unix(s) => reg.register(s, token, Interest::READABLE | Interest::WRITABLE),
+                Stream::Tcp(s) => reg.register(s, token, Interest::READABLE | Interest::WRITABLE),
+            };
+            if res.is_err() {
+                continue;
+            }
+            self.clients.insert(
+                token,
+                Client {
+                    stream,
+                    conn: Conn::new(Limits::default()),
+                    last: now,
+                    paused: true, // read at once: data may have arrived before registration
+                },
+            );
+        }
+    }
+
+    /// Serve one client after a readiness event (or a paused read).
+    pub fn serve(
+        &mut self,
+        reg: &Registry,
+        t: Token,
+        now: Instant,
+        route: &mut dyn FnMut(Request) -> Response,
+    ) {
+        let Some(c) = self.clients.get_mut(&t) else { return };
+        let outcome = c.conn.read_from(&mut c.stream);
+        c.paused = outcome == ReadOutcome::Paused;
+        let mut progressed = false;
+        while let Some(r) = c.conn.next_request() {
+            progressed = true;
+            let resp = match r {
+                Ok(req) => route(req),
+                Err(resp) => resp,
+            };
+            c.conn.respond(resp);
+        }
+        let mut broken = false;
+        if c.conn.wants_write() {
+            match c.conn.write_to(&mut c.stream) {
+                Ok(_) => progressed = true,
+                Err(_) => broken = true,
+            }
+        }
+        if progressed || outcome != ReadOutcome::Open {
+            c.last = now;
+        }
+        if broken || outcome == ReadOutcome::Closed || c.conn.finished() {
+            self.drop_client(reg, t);
+        }
+    }
+
+    fn drop_client(&mut self, reg: &Registry, t: Token) {
+        if let Some(mut c) = self.clients.remove(&t) {
+            deregister_stream(reg, &mut c.stream);
+        }
+    }
+
+    /// Clients with unread input left over from a budget-limited read.
+    pub fn paused(&self) -> Vec<Token> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.paused)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn wants_accept(&self) -> bool {
+        self.backlog && self.clients.len() < MAX_CONNS
+    }
+
+    /// Drop clients idle past `IDLE`; returns the earliest time one could expire.
+    pub fn expire(&mut self, reg: &Registry, now: Instant) -> Option<Instant> {
+        let stale: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last) >= IDLE)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            self.drop_client(reg, t);
+        }
+        self.clients.values().map(|c| c.last + IDLE).min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
+fn deregister_stream(reg: &Registry, s: &mut Stream) {
+    let _ = match s {
+        Stream::Unix(s) => reg.deregister(s),
+        Stream::Tcp(s) => reg.deregister(s),
+    };
+}
