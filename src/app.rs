@@ -78,7 +78,12 @@ fn subcommand(path: Option<&str>, cmd: Command, env: &BTreeMap<String, String>) 
 /// Our environment as a map; values that are not UTF-8 are carried lossily.
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect()
 }
 

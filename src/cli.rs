@@ -12,7 +12,9 @@ use std::fmt;
 pub enum Command {
     Help,
     Version,
-    Template { out: Option<String> },
+    Template {
+        out: Option<String>,
+    },
     Validate,
     Reload,
     /// `true` = enable; any other non-empty value disables (3.8).
@@ -21,8 +23,13 @@ pub enum Command {
     PutEnv(Vec<(String, Option<String>)>),
     PutMetric(Vec<(String, String)>),
     Ping,
-    Status { json: bool },
-    Signal { job: String, signal: String },
+    Status {
+        json: bool,
+    },
+    Signal {
+        job: String,
+        signal: String,
+    },
     Run,
 }
 
@@ -165,7 +172,11 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
                         raw.putenv.push((k, Some(val)));
                     }
                     None if !v.is_empty() => raw.putenv.push((v, None)),
-                    None => return Err(UsageError("invalid value \"\" for flag -putenv: a key is required".into())),
+                    None => {
+                        return Err(UsageError(
+                            "invalid value \"\" for flag -putenv: a key is required".into(),
+                        ))
+                    }
                 }
             }
             "putmetric" => {
@@ -273,7 +284,10 @@ mod tests {
         assert_eq!(p(&["-ping=true"]).unwrap().command, Command::Ping);
         assert_eq!(p(&["-ping=false"]).unwrap().command, Command::Run);
         // "-ping true": `true` is a positional argument and stops parsing.
-        assert_eq!(p(&["-ping", "true", "-version"]).unwrap().command, Command::Ping);
+        assert_eq!(
+            p(&["-ping", "true", "-version"]).unwrap().command,
+            Command::Ping
+        );
         let e = p(&["-ping=maybe"]).unwrap_err();
         assert!(e.0.contains("-ping"), "{e}");
     }
@@ -286,9 +300,16 @@ mod tests {
             Command::Template { out: None }
         );
         assert_eq!(
-            p(&["-putmetric", "a=1", "-putenv", "b=2", "-maintenance", "enable"])
-                .unwrap()
-                .command,
+            p(&[
+                "-putmetric",
+                "a=1",
+                "-putenv",
+                "b=2",
+                "-maintenance",
+                "enable"
+            ])
+            .unwrap()
+            .command,
             Command::Maintenance(true)
         );
         assert_eq!(

@@ -2,11 +2,11 @@
 //! compatible with ContainerPilot 3 configs and control-plane clients.
 
 pub mod app;
-pub mod http;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod events;
+pub mod http;
 pub mod jobs;
 pub mod logging;
 pub mod process;

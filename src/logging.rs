@@ -89,7 +89,11 @@ pub struct LogFileError {
 
 impl std::fmt::Display for LogFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Error initializing log file '{}': {}", self.path, self.err)
+        write!(
+            f,
+            "Error initializing log file '{}': {}",
+            self.path, self.err
+        )
     }
 }
 
@@ -266,8 +270,7 @@ pub fn format_line(
 /// logrus quotes a value unless every char is alphanumeric or one of `-._/@^+`.
 fn text_value(v: &str) -> String {
     let plain = !v.is_empty()
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._/@^+".contains(c));
     if plain {
         v.to_string()
@@ -327,8 +330,14 @@ mod tests {
     #[test]
     fn rfc3339nano_trims_trailing_zeros() {
         assert_eq!(rfc3339nano(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339nano(1_700_000_000, 120_000_000), "2023-11-14T22:13:20.12Z");
-        assert_eq!(rfc3339nano(951_782_400, 1), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(
+            rfc3339nano(1_700_000_000, 120_000_000),
+            "2023-11-14T22:13:20.12Z"
+        );
+        assert_eq!(
+            rfc3339nano(951_782_400, 1),
+            "2000-02-29T00:00:00.000000001Z"
+        );
         assert_eq!(rfc3339nano(4_102_444_799, 0), "2099-12-31T23:59:59Z");
     }
 
@@ -340,12 +349,26 @@ mod tests {
             "2023-11-14T22:13:20.12Z hello\n"
         );
         assert_eq!(
-            format_line(LogFormat::Default, t, LogLevel::Info, Some(("job", "app")), Some(42), "hi there"),
+            format_line(
+                LogFormat::Default,
+                t,
+                LogLevel::Info,
+                Some(("job", "app")),
+                Some(42),
+                "hi there"
+            ),
             "2023-11-14T22:13:20.12Z app 42 hi there\n"
         );
         // Health-check output carries `check`, which the default format leaves out.
         assert_eq!(
-            format_line(LogFormat::Default, t, LogLevel::Info, Some(("check", "check.app")), Some(7), "ok"),
+            format_line(
+                LogFormat::Default,
+                t,
+                LogLevel::Info,
+                Some(("check", "check.app")),
+                Some(7),
+                "ok"
+            ),
             "2023-11-14T22:13:20.12Z 7 ok\n"
         );
     }
@@ -354,7 +377,14 @@ mod tests {
     fn text_format_is_logrus_shaped() {
         let t = "2023-11-14T22:13:20.12Z";
         assert_eq!(
-            format_line(LogFormat::Text, t, LogLevel::Warn, Some(("job", "app")), Some(12), "disk full"),
+            format_line(
+                LogFormat::Text,
+                t,
+                LogLevel::Warn,
+                Some(("job", "app")),
+                Some(12),
+                "disk full"
+            ),
             "time=\"2023-11-14T22:13:20.12Z\" level=warning msg=\"disk full\" job=app pid=12\n"
         );
         assert_eq!(

@@ -28,7 +28,11 @@ impl std::error::Error for SpawnError {}
 /// Start `argv` in a new process group with stdin from /dev/null and exactly `env`.
 /// With `raw`, the child writes straight to our stdout/stderr; otherwise both
 /// streams come back as non-blocking pipes.
-pub fn spawn(argv: &[String], env: &BTreeMap<String, String>, raw: bool) -> Result<Spawned, SpawnError> {
+pub fn spawn(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    raw: bool,
+) -> Result<Spawned, SpawnError> {
     let Some(prog) = argv.first() else {
         return Err(SpawnError("received zero-length argument".into()));
     };
@@ -52,7 +56,11 @@ pub fn spawn(argv: &[String], env: &BTreeMap<String, String>, raw: bool) -> Resu
     }
     // Dropping `child` neither waits nor kills: the loop reaps every pid itself.
     drop(child);
-    Ok(Spawned { pid, stdout, stderr })
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+    })
 }
 
 /// Go's wording, which 3.8 users see in `error` events and logs.
@@ -61,7 +69,9 @@ fn spawn_error(prog: &str, e: &io::Error) -> SpawnError {
         if prog.contains('/') {
             SpawnError(format!("fork/exec {prog}: no such file or directory"))
         } else {
-            SpawnError(format!("exec: \"{prog}\": executable file not found in $PATH"))
+            SpawnError(format!(
+                "exec: \"{prog}\": executable file not found in $PATH"
+            ))
         }
     } else if e.kind() == io::ErrorKind::PermissionDenied {
         SpawnError(format!("fork/exec {prog}: permission denied"))
@@ -95,7 +105,11 @@ pub fn env_name(name: &str) -> String {
     };
     let mut out = String::with_capacity(stem.len());
     for c in stem.chars() {
-        let c = if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' };
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        };
         if c == '_' && out.ends_with('_') {
             continue;
         }
@@ -211,15 +225,25 @@ mod tests {
         s.push(&big, &mut out);
         s.push(b"\n", &mut out);
         assert_eq!(out.len(), 3);
-        assert_eq!(out.iter().map(|l| l.len()).sum::<usize>(), MAX_LINE * 2 + 10);
+        assert_eq!(
+            out.iter().map(|l| l.len()).sum::<usize>(),
+            MAX_LINE * 2 + 10
+        );
     }
 
     #[test]
     fn spawn_reports_missing_binaries_like_go() {
         let env = BTreeMap::new();
-        let e = spawn(&["/nonexistent/x".into()], &env, false).err().map(|e| e.0);
-        assert_eq!(e.as_deref(), Some("fork/exec /nonexistent/x: no such file or directory"));
-        let e = spawn(&["no-such-prog-xyz".into()], &env, false).err().map(|e| e.0);
+        let e = spawn(&["/nonexistent/x".into()], &env, false)
+            .err()
+            .map(|e| e.0);
+        assert_eq!(
+            e.as_deref(),
+            Some("fork/exec /nonexistent/x: no such file or directory")
+        );
+        let e = spawn(&["no-such-prog-xyz".into()], &env, false)
+            .err()
+            .map(|e| e.0);
         assert_eq!(
             e.as_deref(),
             Some("exec: \"no-such-prog-xyz\": executable file not found in $PATH")

@@ -17,7 +17,10 @@ pub use types::Config;
 pub enum LoadError {
     /// No `-config` and no `CONTAINERPILOT`.
     NoConfig,
-    Read { path: String, err: std::io::Error },
+    Read {
+        path: String,
+        err: std::io::Error,
+    },
     Template(template::TemplateError),
     Syntax(String),
     Invalid(Vec<decode::ConfigError>),
@@ -27,7 +30,9 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::NoConfig => f.write_str("-config flag is required"),
-            LoadError::Read { path, err } => write!(f, "could not read config file {path:?}: {err}"),
+            LoadError::Read { path, err } => {
+                write!(f, "could not read config file {path:?}: {err}")
+            }
             LoadError::Template(e) => write!(f, "could not apply template to config: {e}"),
             LoadError::Syntax(s) => f.write_str(s),
             LoadError::Invalid(errs) => {

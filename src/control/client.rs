@@ -57,15 +57,26 @@ pub fn maintenance(socket: &Path, enable: bool) -> Result<String, SubcommandErro
     Ok(String::new())
 }
 
-pub fn putenv(socket: &Path, pairs: &[(String, Option<String>)]) -> Result<String, SubcommandError> {
+pub fn putenv(
+    socket: &Path,
+    pairs: &[(String, Option<String>)],
+) -> Result<String, SubcommandError> {
     let mut m = serde_json::Map::new();
     for (k, v) in pairs {
         m.insert(
             k.clone(),
-            v.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null),
+            v.clone()
+                .map(serde_json::Value::String)
+                .unwrap_or(serde_json::Value::Null),
         );
     }
-    call(socket, "-putenv", "POST", "/v3/environ", Some(serde_json::Value::Object(m).to_string()))?;
+    call(
+        socket,
+        "-putenv",
+        "POST",
+        "/v3/environ",
+        Some(serde_json::Value::Object(m).to_string()),
+    )?;
     Ok(String::new())
 }
 
@@ -74,13 +85,25 @@ pub fn putmetric(socket: &Path, pairs: &[(String, String)]) -> Result<String, Su
     for (k, v) in pairs {
         m.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
-    call(socket, "-putmetric", "POST", "/v3/metric", Some(serde_json::Value::Object(m).to_string()))?;
+    call(
+        socket,
+        "-putmetric",
+        "POST",
+        "/v3/metric",
+        Some(serde_json::Value::Object(m).to_string()),
+    )?;
     Ok(String::new())
 }
 
 pub fn signal(socket: &Path, job: &str, sig: &str) -> Result<String, SubcommandError> {
     let body = serde_json::json!({ "signal": sig }).to_string();
-    call(socket, "-signal", "POST", &format!("/v3/signal/{job}"), Some(body))?;
+    call(
+        socket,
+        "-signal",
+        "POST",
+        &format!("/v3/signal/{job}"),
+        Some(body),
+    )?;
     Ok(String::new())
 }
 

@@ -15,7 +15,10 @@ pub enum Command {
     Maintenance(bool),
     Ping,
     Status,
-    Signal { job: String, signal: String },
+    Signal {
+        job: String,
+        signal: String,
+    },
 }
 
 /// The `path` label for the request counter: known routes only, so a client
@@ -57,7 +60,10 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
         Ok(_) => Err(bad(422, "Unprocessable Entity: body must be a JSON object")),
-        Err(e) => Err(bad(422, &format!("Unprocessable Entity: invalid JSON: {e}"))),
+        Err(e) => Err(bad(
+            422,
+            &format!("Unprocessable Entity: invalid JSON: {e}"),
+        )),
     }
 }
 
@@ -78,7 +84,10 @@ pub fn parse(req: &Request) -> Result<Command, Response> {
             let mut out = Vec::with_capacity(m.len());
             for (k, v) in m {
                 if !valid_env_key(&k) {
-                    return Err(bad(400, &format!("invalid environment variable name {k:?}")));
+                    return Err(bad(
+                        400,
+                        &format!("invalid environment variable name {k:?}"),
+                    ));
                 }
                 match v {
                     serde_json::Value::Null => out.push((k, None)),
@@ -176,7 +185,10 @@ mod tests {
 
     fn err(r: Result<Command, Response>) -> (u16, String) {
         match r {
-            Err(resp) => (resp.status, String::from_utf8_lossy(&resp.body).into_owned()),
+            Err(resp) => (
+                resp.status,
+                String::from_utf8_lossy(&resp.body).into_owned(),
+            ),
             Ok(c) => panic!("expected an error, got {c:?}"),
         }
     }
@@ -204,7 +216,11 @@ mod tests {
 
     #[test]
     fn environ_rejects_bad_keys_and_values() {
-        let (s, b) = err(parse(&req("POST", "/v3/environ", r#"{"OK":"1","1BAD":"x"}"#)));
+        let (s, b) = err(parse(&req(
+            "POST",
+            "/v3/environ",
+            r#"{"OK":"1","1BAD":"x"}"#,
+        )));
         assert_eq!(s, 400);
         assert!(b.contains("\"1BAD\""), "{b}");
         assert_eq!(err(parse(&req("POST", "/v3/environ", r#"{"A":1}"#))).0, 422);
@@ -220,7 +236,10 @@ mod tests {
     fn routes_and_methods() {
         assert_eq!(parse(&req("GET", "/v3/ping", "")).unwrap(), Command::Ping);
         assert_eq!(parse(&req("POST", "/v3/ping", "")).unwrap(), Command::Ping);
-        assert_eq!(parse(&req("POST", "/v3/reload", "")).unwrap(), Command::Reload);
+        assert_eq!(
+            parse(&req("POST", "/v3/reload", "")).unwrap(),
+            Command::Reload
+        );
         assert_eq!(
             parse(&req("POST", "/v3/maintenance/enable", "garbage")).unwrap(),
             Command::Maintenance(true)
@@ -229,10 +248,16 @@ mod tests {
             parse(&req("POST", "/v3/maintenance/disable", "")).unwrap(),
             Command::Maintenance(false)
         );
-        assert_eq!(parse(&req("GET", "/v3/status", "")).unwrap(), Command::Status);
+        assert_eq!(
+            parse(&req("GET", "/v3/status", "")).unwrap(),
+            Command::Status
+        );
         assert_eq!(err(parse(&req("POST", "/v3/status", ""))).0, 405);
         assert_eq!(err(parse(&req("GET", "/v3/reload", ""))).0, 405);
-        assert_eq!(err(parse(&req("GET", "/nope", ""))), (404, "404 page not found\n".into()));
+        assert_eq!(
+            err(parse(&req("GET", "/nope", ""))),
+            (404, "404 page not found\n".into())
+        );
         assert_eq!(
             parse(&req("POST", "/v3/signal/app", r#"{"signal":"SIGHUP"}"#)).unwrap(),
             Command::Signal {
@@ -246,8 +271,14 @@ mod tests {
 
     #[test]
     fn signal_names() {
-        assert_eq!(parse_signal("SIGHUP"), Some(nix::sys::signal::Signal::SIGHUP));
-        assert_eq!(parse_signal("usr1"), Some(nix::sys::signal::Signal::SIGUSR1));
+        assert_eq!(
+            parse_signal("SIGHUP"),
+            Some(nix::sys::signal::Signal::SIGHUP)
+        );
+        assert_eq!(
+            parse_signal("usr1"),
+            Some(nix::sys::signal::Signal::SIGUSR1)
+        );
         assert_eq!(parse_signal("SIGFOO"), None);
     }
 

@@ -43,9 +43,16 @@ mod tests {
     fn quick_exits_double_up_to_ten_seconds() {
         let mut b = Backoff::default();
         let ms: Vec<u128> = (0..10)
-            .map(|_| b.after_run(Duration::from_millis(5)).map(|d| d.as_millis()).unwrap_or(0))
+            .map(|_| {
+                b.after_run(Duration::from_millis(5))
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            })
             .collect();
-        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]);
+        assert_eq!(
+            ms,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+        );
     }
 
     #[test]
@@ -55,8 +62,14 @@ mod tests {
         b.after_run(Duration::ZERO);
         assert_eq!(b.after_run(Duration::from_secs(2)), None);
         // not reset by a 2 s run
-        assert_eq!(b.after_run(Duration::ZERO), Some(Duration::from_millis(400)));
+        assert_eq!(
+            b.after_run(Duration::ZERO),
+            Some(Duration::from_millis(400))
+        );
         assert_eq!(b.after_run(Duration::from_secs(10)), None);
-        assert_eq!(b.after_run(Duration::ZERO), Some(Duration::from_millis(100)));
+        assert_eq!(
+            b.after_run(Duration::ZERO),
+            Some(Duration::from_millis(100))
+        );
     }
 }

@@ -33,6 +33,8 @@ pub enum JobTimer {
     Restart,
     /// Upper bound on waiting for the stop hook (SPEC §2.2).
     StopHook,
+    /// The job's processes got SIGTERM this long ago and are still there: SIGKILL.
+    Kill,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub enum Action {
     Spawn(ProcKind),
     /// SIGTERM to the process group of the running process of that kind.
     Terminate(ProcKind),
+    /// SIGKILL to the process group of the running process of that kind.
+    Kill(ProcKind),
     /// Arm (or re-arm) a timer; `repeat` keeps it firing every `after`.
     Arm {
         timer: JobTimer,
@@ -109,6 +113,9 @@ enum Phase {
     Active,
     /// Stopping{job} was published; waiting for Stopped{hook}.
     AwaitingHook(String),
+    /// Our processes got SIGTERM; `stopped` is published once they are gone, so a
+    /// `stopped` hook really runs after the job has stopped.
+    Terminating,
     Done,
 }
 
@@ -168,9 +175,16 @@ impl Job {
             Trigger::Interval(_) => (Some(Event::global(EventCode::Startup)), Budget::Left(1)),
             Trigger::Event { code, source, each } => (
                 Some(Event::new(*code, source.clone())),
-                if *each { Budget::Unlimited } else { Budget::Left(1) },
+                if *each {
+                    Budget::Unlimited
+                } else {
+                    Budget::Left(1)
+                },
             ),
-            Trigger::Signal(s) => (Some(Event::new(EventCode::Signal, s.as_str())), Budget::Unlimited),
+            Trigger::Signal(s) => (
+                Some(Event::new(EventCode::Signal, s.as_str())),
+                Budget::Unlimited,
+            ),
             Trigger::Never => (None, Budget::Left(1)),
         };
         let restarts = match cfg.restarts {
@@ -284,7 +298,10 @@ impl Job {
                     } else {
                         out.push(Action::Log(
                             crate::config::types::LogLevel::Debug,
-                            format!("{}: previous check still running, skipped", self.check_name()),
+                            format!(
+                                "{}: previous check still running, skipped",
+                                self.check_name()
+                            ),
                         ));
                     }
                 } else if self.cfg.is_advertised() {
@@ -316,6 +333,16 @@ impl Job {
                     self.start(world, &mut out);
                 }
             }
+            JobTimer::Kill => {
+                if self.phase == Phase::Terminating {
+                    if self.exec_pid.is_some() {
+                        out.push(Action::Kill(ProcKind::Exec));
+                    }
+                    if self.check_pid.is_some() {
+                        out.push(Action::Kill(ProcKind::Check));
+                    }
+                }
+            }
             JobTimer::StopHook => {
                 if let Phase::AwaitingHook(h) = &self.phase {
                     out.push(Action::Log(
@@ -325,7 +352,7 @@ impl Job {
                             self.cfg.name, h
                         ),
                     ));
-                    self.finish(&mut out);
+                    self.finish(world, &mut out);
                 }
             }
         }
@@ -336,7 +363,7 @@ impl Job {
     pub fn on_event(&mut self, ev: &Event, world: &World) -> Vec<Action> {
         let mut out = Vec::new();
         match &self.phase {
-            Phase::Done => return out,
+            Phase::Done | Phase::Terminating => return out,
             Phase::AwaitingHook(h) => {
                 // A `once` hook ends (Stopped); an `each` hook only exits, so its
                 // exit is the end of its run too (3.8 could wait forever here).
@@ -345,7 +372,7 @@ impl Job {
                     EventCode::Stopped | EventCode::ExitSuccess | EventCode::ExitFailed
                 );
                 if hook_done && ev.source == *h {
-                    self.finish(&mut out);
+                    self.finish(world, &mut out);
                 }
                 return out;
             }
@@ -357,7 +384,10 @@ impl Job {
             EventCode::ExitFailed if is_check => {
                 if self.status != Status::Maintenance && self.status != Status::AlwaysHealthy {
                     self.status = Status::Unhealthy;
-                    out.push(Action::Publish(Event::new(EventCode::StatusUnhealthy, name)));
+                    out.push(Action::Publish(Event::new(
+                        EventCode::StatusUnhealthy,
+                        name,
+                    )));
                 }
             }
             EventCode::ExitSuccess if is_check => {
@@ -410,7 +440,9 @@ impl Job {
                     } else {
                         Status::Idle
                     };
-                    if self.cfg.is_advertised() && (self.was_started || self.cfg.initial_status.is_some()) {
+                    if self.cfg.is_advertised()
+                        && (self.was_started || self.cfg.initial_status.is_some())
+                    {
                         // SPEC §2.7: back in the catalog at once, not after the next TTL.
                         let s = if self.status == Status::AlwaysHealthy {
                             CheckStatus::Passing
@@ -534,7 +566,10 @@ impl Job {
         out.push(Action::Cancel(JobTimer::Interval));
         out.push(Action::Cancel(JobTimer::WaitTimeout));
         out.push(Action::Cancel(JobTimer::Restart));
-        out.push(Action::Publish(Event::new(EventCode::Stopping, self.cfg.name.clone())));
+        out.push(Action::Publish(Event::new(
+            EventCode::Stopping,
+            self.cfg.name.clone(),
+        )));
         match &self.hook {
             Some(h) if !world.completed.contains(h) => {
                 self.phase = Phase::AwaitingHook(h.clone());
@@ -544,24 +579,41 @@ impl Job {
                     repeat: false,
                 });
             }
-            _ => self.finish(out),
+            _ => self.finish(world, out),
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<Action>) {
-        self.phase = Phase::Done;
+    fn finish(&mut self, world: &World, out: &mut Vec<Action>) {
         out.push(Action::Cancel(JobTimer::StopHook));
         out.push(Action::Cancel(JobTimer::Heartbeat));
+        if self.cfg.is_advertised() {
+            out.push(Action::Deregister);
+        }
         if self.exec_pid.is_some() {
             out.push(Action::Terminate(ProcKind::Exec));
         }
         if self.check_pid.is_some() {
             out.push(Action::Terminate(ProcKind::Check));
         }
-        if self.cfg.is_advertised() {
-            out.push(Action::Deregister);
+        if self.exec_pid.is_some() || self.check_pid.is_some() {
+            self.phase = Phase::Terminating;
+            out.push(Action::Arm {
+                timer: JobTimer::Kill,
+                after: world.stop_timeout,
+                repeat: false,
+            });
+        } else {
+            self.complete(out);
         }
-        out.push(Action::Publish(Event::new(EventCode::Stopped, self.cfg.name.clone())));
+    }
+
+    fn complete(&mut self, out: &mut Vec<Action>) {
+        self.phase = Phase::Done;
+        out.push(Action::Cancel(JobTimer::Kill));
+        out.push(Action::Publish(Event::new(
+            EventCode::Stopped,
+            self.cfg.name.clone(),
+        )));
         out.push(Action::Completed);
     }
 
@@ -602,14 +654,27 @@ impl Job {
                 self.check_name()
             }
         };
-        if self.phase == Phase::Done {
-            return out;
+        match self.phase {
+            Phase::Done => return out,
+            Phase::Terminating => {
+                if self.exec_pid.is_none() && self.check_pid.is_none() {
+                    self.complete(&mut out);
+                }
+                return out;
+            }
+            _ => {}
         }
         match error {
             None => out.push(Action::Publish(Event::new(EventCode::ExitSuccess, source))),
             Some(e) => {
-                out.push(Action::Publish(Event::new(EventCode::ExitFailed, source.clone())));
-                out.push(Action::Publish(Event::new(EventCode::Error, format!("{source}: {e}"))));
+                out.push(Action::Publish(Event::new(
+                    EventCode::ExitFailed,
+                    source.clone(),
+                )));
+                out.push(Action::Publish(Event::new(
+                    EventCode::Error,
+                    format!("{source}: {e}"),
+                )));
             }
         }
         if kind == ProcKind::Exec && self.queued_starts > 0 && self.phase == Phase::Active {

@@ -44,6 +44,7 @@ struct Sim {
     published: Vec<Event>,
     spawns: Vec<(String, ProcKind)>,
     terminated: Vec<(String, ProcKind)>,
+    killed: Vec<(String, ProcKind)>,
     catalog: Vec<(String, Action)>,
     timers: HashMap<(usize, JobTimer), Duration>,
     now: Instant,
@@ -60,6 +61,7 @@ impl Sim {
             published: vec![],
             spawns: vec![],
             terminated: vec![],
+            killed: vec![],
             catalog: vec![],
             timers: HashMap::new(),
             now: Instant::now(),
@@ -73,7 +75,10 @@ impl Sim {
     }
 
     fn idx(&self, name: &str) -> usize {
-        self.jobs.iter().position(|j| j.name() == name).expect("job in sim")
+        self.jobs
+            .iter()
+            .position(|j| j.name() == name)
+            .expect("job in sim")
     }
 
     fn apply(&mut self, i: usize, acts: Vec<Action>) {
@@ -89,6 +94,7 @@ impl Sim {
                     self.spawns.push((self.jobs[i].name().into(), kind));
                 }
                 Action::Terminate(kind) => self.terminated.push((self.jobs[i].name().into(), kind)),
+                Action::Kill(kind) => self.killed.push((self.jobs[i].name().into(), kind)),
                 Action::Arm { timer, after, .. } => {
                     self.timers.insert((i, timer), after);
                 }
@@ -267,7 +273,11 @@ fn each_job_queues_a_trigger_that_arrives_while_running() {
     s.publish(Event::new(EventCode::StatusChanged, "watch.db"));
     assert_eq!(s.runs("onchange"), 1, "never two runs at once");
     s.exit("onchange", ProcKind::Exec, true, Duration::from_secs(2));
-    assert_eq!(s.runs("onchange"), 2, "queued run starts after the first exits");
+    assert_eq!(
+        s.runs("onchange"),
+        2,
+        "queued run starts after the first exits"
+    );
     s.exit("onchange", ProcKind::Exec, true, Duration::from_secs(2));
     assert_eq!(s.runs("onchange"), 2);
 }
@@ -399,11 +409,17 @@ fn quick_exits_back_off_instead_of_spinning() {
     s.startup();
     s.exit("crash", ProcKind::Exec, false, Duration::from_millis(5));
     assert_eq!(s.runs("crash"), 1, "no immediate restart");
-    assert_eq!(s.timers.get(&(0, JobTimer::Restart)), Some(&Duration::from_millis(100)));
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::Restart)),
+        Some(&Duration::from_millis(100))
+    );
     s.fire("crash", JobTimer::Restart);
     assert_eq!(s.runs("crash"), 2);
     s.exit("crash", ProcKind::Exec, false, Duration::from_millis(5));
-    assert_eq!(s.timers.get(&(0, JobTimer::Restart)), Some(&Duration::from_millis(200)));
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::Restart)),
+        Some(&Duration::from_millis(200))
+    );
 }
 
 fn health(exec: bool) -> Option<HealthConfig> {
@@ -424,7 +440,12 @@ fn health_checks_never_run_before_first_start_nor_twice_at_once() {
     let mut s = Sim::new(vec![c]);
     s.startup();
     s.fire("app", JobTimer::Heartbeat);
-    let checks = |s: &Sim| s.spawns.iter().filter(|(_, k)| *k == ProcKind::Check).count();
+    let checks = |s: &Sim| {
+        s.spawns
+            .iter()
+            .filter(|(_, k)| *k == ProcKind::Check)
+            .count()
+    };
     assert_eq!(checks(&s), 0, "no check before the job started");
     s.publish(Event::new(EventCode::ExitSuccess, "pre"));
     s.fire("app", JobTimer::Heartbeat);
@@ -488,7 +509,10 @@ fn initial_status_registers_before_startup() {
     app.health = health(true);
     app.initial_status = Some(CheckStatus::Warning);
     let s = Sim::new(vec![app]);
-    assert_eq!(s.catalog, vec![("app".to_string(), Action::Register(CheckStatus::Warning))]);
+    assert_eq!(
+        s.catalog,
+        vec![("app".to_string(), Action::Register(CheckStatus::Warning))]
+    );
 }
 
 #[test]
@@ -514,7 +538,10 @@ fn maintenance_transitions() {
     s.catalog.clear();
     s.publish(Event::global(EventCode::ExitMaintenance));
     assert_eq!(s.jobs[0].status, Status::Unknown);
-    assert_eq!(s.catalog, vec![("app".to_string(), Action::Register(CheckStatus::Passing))]);
+    assert_eq!(
+        s.catalog,
+        vec![("app".to_string(), Action::Register(CheckStatus::Passing))]
+    );
     s.fire("app", JobTimer::Heartbeat);
     s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
     assert_eq!(s.jobs[0].status, Status::Healthy);
@@ -581,10 +608,18 @@ fn shutdown_runs_stopping_hook_before_terminating_and_stopped_hook_after() {
     assert_eq!(s.runs("poststop"), 0);
     s.exit("prestop", ProcKind::Exec, true, Duration::from_millis(50));
     assert_eq!(s.terminated, vec![("app".to_string(), ProcKind::Exec)]);
+    // `stopped` means stopped: published once app's process is gone
+    assert_eq!(s.saw(EventCode::Stopped, "app"), 0);
+    assert_eq!(s.runs("poststop"), 0);
+    s.exit("app", ProcKind::Exec, false, Duration::from_millis(50));
     assert_eq!(s.saw(EventCode::Stopped, "app"), 1);
+    assert_eq!(
+        s.saw(EventCode::ExitFailed, "app"),
+        0,
+        "a stop is not a failure"
+    );
     assert_eq!(s.runs("poststop"), 1);
     s.exit("poststop", ProcKind::Exec, true, Duration::from_millis(50));
-    s.exit("app", ProcKind::Exec, false, Duration::from_millis(50));
     assert!(s.jobs.iter().all(|j| j.is_done()), "everything ends");
     assert_eq!(s.runs("app"), 1, "no restart during shutdown");
 }
@@ -598,11 +633,23 @@ fn stop_hook_wait_is_bounded_by_stop_timeout() {
     let mut s = Sim::new(vec![app, pre]);
     s.startup();
     s.publish(Event::global(EventCode::Shutdown));
-    assert_eq!(s.timers.get(&(0, JobTimer::StopHook)), Some(&Duration::from_secs(2)));
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::StopHook)),
+        Some(&Duration::from_secs(2))
+    );
     assert!(!s.jobs[0].is_done());
     s.fire("app", JobTimer::StopHook);
-    assert!(s.jobs[0].is_done());
     assert_eq!(s.terminated, vec![("app".to_string(), ProcKind::Exec)]);
+    assert!(!s.jobs[0].is_done(), "waits for its process");
+    // the process ignores SIGTERM: after the stop timeout it is killed
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::Kill)),
+        Some(&Duration::from_secs(5))
+    );
+    s.fire("app", JobTimer::Kill);
+    assert_eq!(s.killed, vec![("app".to_string(), ProcKind::Exec)]);
+    s.exit("app", ProcKind::Exec, false, Duration::from_millis(1));
+    assert!(s.jobs[0].is_done());
 }
 
 #[test]
@@ -641,7 +688,10 @@ fn always_healthy_service_stays_healthy() {
     s.startup();
     assert_eq!(s.jobs[0].status.as_str(), "healthy");
     s.fire("containerpilot", JobTimer::Heartbeat);
-    assert_eq!(s.catalog, vec![("containerpilot".to_string(), Action::Heartbeat)]);
+    assert_eq!(
+        s.catalog,
+        vec![("containerpilot".to_string(), Action::Heartbeat)]
+    );
     s.publish(Event::global(EventCode::EnterMaintenance));
     s.publish(Event::global(EventCode::ExitMaintenance));
     assert_eq!(s.jobs[0].status.as_str(), "healthy");

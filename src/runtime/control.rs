@@ -2,7 +2,10 @@
 //! serving clients, carrying out control commands, and reloading the config.
 
 use super::server::Server;
-use super::{listeners, Runtime, TimerKey, CONTROL, CONTROL_CLIENTS, CLIENT_SPAN, TELEMETRY, TELEMETRY_CLIENTS};
+use super::{
+    listeners, Runtime, TimerKey, CLIENT_SPAN, CONTROL, CONTROL_CLIENTS, TELEMETRY,
+    TELEMETRY_CLIENTS,
+};
 use crate::config::types::Config;
 use crate::control::{self, Command};
 use crate::events::{Event, EventCode};
@@ -21,7 +24,9 @@ impl Runtime {
     pub(super) fn on_server_event(&mut self, t: mio::Token) {
         let now = Instant::now();
         for which in [Which::Control, Which::Telemetry] {
-            let Some(mut srv) = self.take_server(which) else { continue };
+            let Some(mut srv) = self.take_server(which) else {
+                continue;
+            };
             if srv.owns(t) {
                 if srv.is_listener(t) {
                     srv.accept(self.poll.registry(), now);
@@ -37,7 +42,9 @@ impl Runtime {
     pub(super) fn service_servers(&mut self) {
         let now = Instant::now();
         for which in [Which::Control, Which::Telemetry] {
-            let Some(mut srv) = self.take_server(which) else { continue };
+            let Some(mut srv) = self.take_server(which) else {
+                continue;
+            };
             if srv.wants_accept() {
                 srv.accept(self.poll.registry(), now);
             }
@@ -147,7 +154,8 @@ impl Runtime {
                             serde_json::Value::String(s) => s.clone(),
                             other => other.to_string(),
                         };
-                        self.bus.publish(Event::new(EventCode::Metric, format!("{k}|{v}")));
+                        self.bus
+                            .publish(Event::new(EventCode::Metric, format!("{k}|{v}")));
                     }
                     Response::text(200, "\n")
                 }
@@ -201,14 +209,24 @@ impl Runtime {
     /// SPEC §2.4: unchanged jobs keep running; changed and removed ones stop;
     /// changed and new ones start per their `when` once their old version is gone.
     fn reload(&mut self, new: Config) -> Result<(), String> {
-        let metrics = new.telemetry.as_ref().map(|t| t.metrics.as_slice()).unwrap_or(&[]);
+        let metrics = new
+            .telemetry
+            .as_ref()
+            .map(|t| t.metrics.as_slice())
+            .unwrap_or(&[]);
         self.metrics
             .reload_user(metrics)
             .map_err(|e| format!("telemetry: {e}"))?;
         if new.control.socket != self.cfg.control.socket {
             let l = listeners::bind_control(&new.control)?;
-            let srv = Server::new(self.poll.registry(), l, CONTROL, CONTROL_CLIENTS, CLIENT_SPAN)
-                .map_err(|e| format!("cannot watch control socket: {e}"))?;
+            let srv = Server::new(
+                self.poll.registry(),
+                l,
+                CONTROL,
+                CONTROL_CLIENTS,
+                CLIENT_SPAN,
+            )
+            .map_err(|e| format!("cannot watch control socket: {e}"))?;
             // The old socket goes away with its listener; clients already connected
             // (including the one asking for this reload) are answered first.
             if let Some(mut old) = self.control.replace(srv) {
@@ -223,15 +241,23 @@ impl Runtime {
                 std::fs::Permissions::from_mode(new.control.mode),
             );
         }
-        if new.telemetry.as_ref().map(|t| (t.ip, t.port)) != self.cfg.telemetry.as_ref().map(|t| (t.ip, t.port)) {
+        if new.telemetry.as_ref().map(|t| (t.ip, t.port))
+            != self.cfg.telemetry.as_ref().map(|t| (t.ip, t.port))
+        {
             if let Some(mut old) = self.telemetry.take() {
                 old.deregister(self.poll.registry());
             }
             if let Some(t) = &new.telemetry {
                 let l = listeners::bind_telemetry(t)?;
                 self.telemetry = Some(
-                    Server::new(self.poll.registry(), l, TELEMETRY, TELEMETRY_CLIENTS, CLIENT_SPAN)
-                        .map_err(|e| format!("cannot watch telemetry listener: {e}"))?,
+                    Server::new(
+                        self.poll.registry(),
+                        l,
+                        TELEMETRY,
+                        TELEMETRY_CLIENTS,
+                        CLIENT_SPAN,
+                    )
+                    .map_err(|e| format!("cannot watch telemetry listener: {e}"))?,
                 );
             }
         }
@@ -264,12 +290,7 @@ impl Runtime {
         self.pending = new
             .jobs
             .iter()
-            .filter(|n| {
-                !self
-                    .jobs
-                    .iter()
-                    .any(|j| !j.is_done() && j.cfg == **n)
-            })
+            .filter(|n| !self.jobs.iter().any(|j| !j.is_done() && j.cfg == **n))
             .cloned()
             .collect();
         for j in self.jobs.iter_mut() {
@@ -332,7 +353,7 @@ impl Runtime {
 
     fn cancel_job_timers(&mut self, idx: usize) {
         use super::JobTimerKey::*;
-        for t in [Heartbeat, Interval, WaitTimeout, Restart, StopHook] {
+        for t in [Heartbeat, Interval, WaitTimeout, Restart, StopHook, Kill] {
             self.timers.cancel(TimerKey::Job(idx, t));
         }
     }

@@ -14,8 +14,12 @@ pub fn bind_control(cfg: &ControlConfig) -> Result<Listener, String> {
     remove_stale(path)?;
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create directory for control socket {}: {e}", path.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create directory for control socket {}: {e}",
+                    path.display()
+                )
+            })?;
         }
     }
     // SAFETY: umask only changes this process's file-creation mask; we restore it.
@@ -23,7 +27,8 @@ pub fn bind_control(cfg: &ControlConfig) -> Result<Listener, String> {
     let bound = mio::net::UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let l = bound.map_err(|e| format!("cannot listen on control socket {}: {e}", path.display()))?;
+    let l =
+        bound.map_err(|e| format!("cannot listen on control socket {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
         .map_err(|e| format!("cannot set mode of control socket {}: {e}", path.display()))?;
     Ok(Listener::Unix(l))

@@ -14,10 +14,10 @@ use crate::config::types::{Config, LogLevel};
 use crate::events::{Bus, Event, EventCode};
 use crate::jobs::{Action, Job, JobTimer, ProcKind, World};
 use crate::logging;
+use crate::telemetry::Metrics;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use crate::telemetry::Metrics;
 use pipes::Pipes;
 use server::Server;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
@@ -55,6 +55,7 @@ enum JobTimerKey {
     WaitTimeout,
     Restart,
     StopHook,
+    Kill,
 }
 
 impl From<JobTimer> for JobTimerKey {
@@ -65,6 +66,7 @@ impl From<JobTimer> for JobTimerKey {
             JobTimer::WaitTimeout => JobTimerKey::WaitTimeout,
             JobTimer::Restart => JobTimerKey::Restart,
             JobTimer::StopHook => JobTimerKey::StopHook,
+            JobTimer::Kill => JobTimerKey::Kill,
         }
     }
 }
@@ -77,6 +79,7 @@ impl From<JobTimerKey> for JobTimer {
             JobTimerKey::WaitTimeout => JobTimer::WaitTimeout,
             JobTimerKey::Restart => JobTimer::Restart,
             JobTimerKey::StopHook => JobTimer::StopHook,
+            JobTimerKey::Kill => JobTimer::Kill,
         }
     }
 }
@@ -144,12 +147,22 @@ impl Runtime {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| RunError(format!("cannot watch signals: {e}")))?;
         let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER).map_err(|e| RunError(format!("cannot create waker: {e}")))?,
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| RunError(format!("cannot create waker: {e}")))?,
         );
         reaper::become_subreaper();
-        let jobs = cfg.jobs.iter().map(|j| Job::new(j.clone(), &cfg.jobs)).collect();
-        let metrics = Metrics::new(cfg.telemetry.as_ref().map(|t| t.metrics.as_slice()).unwrap_or(&[]))
-            .map_err(|e| RunError(format!("telemetry: {e}")))?;
+        let jobs = cfg
+            .jobs
+            .iter()
+            .map(|j| Job::new(j.clone(), &cfg.jobs))
+            .collect();
+        let metrics = Metrics::new(
+            cfg.telemetry
+                .as_ref()
+                .map(|t| t.metrics.as_slice())
+                .unwrap_or(&[]),
+        )
+        .map_err(|e| RunError(format!("telemetry: {e}")))?;
         let control = Server::new(
             poll.registry(),
             listeners::bind_control(&cfg.control).map_err(RunError)?,
@@ -163,8 +176,14 @@ impl Runtime {
             Some(t) => {
                 let l = listeners::bind_telemetry(t).map_err(RunError)?;
                 Some(
-                    Server::new(poll.registry(), l, TELEMETRY, TELEMETRY_CLIENTS, CLIENT_SPAN)
-                        .map_err(|e| RunError(format!("cannot watch telemetry listener: {e}")))?,
+                    Server::new(
+                        poll.registry(),
+                        l,
+                        TELEMETRY,
+                        TELEMETRY_CLIENTS,
+                        CLIENT_SPAN,
+                    )
+                    .map_err(|e| RunError(format!("cannot watch telemetry listener: {e}")))?,
                 )
             }
             None => None,
@@ -173,7 +192,10 @@ impl Runtime {
         for j in &cfg.jobs {
             if let Some(ip) = j.ip {
                 env.insert(
-                    format!("CONTAINERPILOT_{}_IP", j.name.to_uppercase().replace('-', "_")),
+                    format!(
+                        "CONTAINERPILOT_{}_IP",
+                        j.name.to_uppercase().replace('-', "_")
+                    ),
                     ip.to_string(),
                 );
             }
@@ -298,7 +320,8 @@ impl Runtime {
             && !self.timers.is_armed(TimerKey::FinalKill)
         {
             let after = self.cfg.stop_timeout;
-            self.timers.arm(TimerKey::FinalKill, Instant::now(), after, false);
+            self.timers
+                .arm(TimerKey::FinalKill, Instant::now(), after, false);
         }
     }
 
@@ -312,18 +335,31 @@ impl Runtime {
                         queue.extend(more);
                     }
                 }
-                Action::Terminate(kind) => {
+                Action::Terminate(kind) | Action::Kill(kind) => {
                     let pid = match kind {
                         ProcKind::Exec => self.jobs[job].exec_pid,
                         ProcKind::Check => self.jobs[job].check_pid,
                     };
+                    let sig = if matches!(a, Action::Kill(_)) {
+                        log::warn!(
+                            "{}: still running after stopTimeout, sending SIGKILL",
+                            self.jobs[job].name()
+                        );
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGTERM
+                    };
                     if let Some(pid) = pid {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                        let _ = killpg(Pid::from_raw(pid), sig);
                     }
                 }
-                Action::Arm { timer, after, repeat } => {
-                    self.timers.arm(TimerKey::Job(job, timer.into()), now, after, repeat)
-                }
+                Action::Arm {
+                    timer,
+                    after,
+                    repeat,
+                } => self
+                    .timers
+                    .arm(TimerKey::Job(job, timer.into()), now, after, repeat),
                 Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer.into())),
                 Action::Register(_) | Action::Heartbeat | Action::Deregister => {
                     self.catalog(job, a);
@@ -350,7 +386,12 @@ impl Runtime {
     fn spawn(&mut self, job: usize, kind: ProcKind, now: Instant) -> Option<Vec<Action>> {
         let j = &self.jobs[job];
         let (argv, timeout, raw, name) = match kind {
-            ProcKind::Exec => (j.cfg.exec.clone()?, j.cfg.timeout, j.cfg.raw, j.name().to_string()),
+            ProcKind::Exec => (
+                j.cfg.exec.clone()?,
+                j.cfg.timeout,
+                j.cfg.raw,
+                j.name().to_string(),
+            ),
             ProcKind::Check => {
                 let h = j.cfg.health.as_ref()?;
                 (h.exec.clone()?, Some(h.timeout), h.raw, j.check_name())
@@ -366,14 +407,18 @@ impl Runtime {
                     sp.pid.to_string(),
                 );
                 if let Some(t) = timeout {
-                    self.timers.arm(TimerKey::ProcTimeout(sp.pid), now, t, false);
+                    self.timers
+                        .arm(TimerKey::ProcTimeout(sp.pid), now, t, false);
                 }
                 let label = match kind {
                     ProcKind::Exec => pipes::Label::Job(name.clone()),
                     ProcKind::Check => pipes::Label::Check(name.clone()),
                 };
                 for fd in [sp.stdout, sp.stderr].into_iter().flatten() {
-                    if let Err(e) = self.pipes.add(self.poll.registry(), fd, label.clone(), sp.pid) {
+                    if let Err(e) = self
+                        .pipes
+                        .add(self.poll.registry(), fd, label.clone(), sp.pid)
+                    {
                         log::warn!("{name}: cannot read output: {e}");
                     }
                 }
@@ -430,8 +475,10 @@ impl Runtime {
             // Log what the process wrote before we report its exit.
             self.pipes.drain_pid(pid);
             self.timers.cancel(TimerKey::ProcTimeout(pid));
-            self.env
-                .remove(&format!("CONTAINERPILOT_{}_PID", crate::process::env_name(&p.name)));
+            self.env.remove(&format!(
+                "CONTAINERPILOT_{}_PID",
+                crate::process::env_name(&p.name)
+            ));
             let mut error = crate::process::exit_error(status);
             if p.timed_out {
                 error = Some("signal: killed".into());
@@ -468,7 +515,11 @@ impl Runtime {
                     if timer == JobTimer::Heartbeat && self.jobs[i].cfg.always_healthy {
                         // 3.8 does not log the telemetry service's ticks
                     } else {
-                        log::debug!("timer: {{TimerExpired {}.{:?}}}", self.jobs[i].name(), timer);
+                        log::debug!(
+                            "timer: {{TimerExpired {}.{:?}}}",
+                            self.jobs[i].name(),
+                            timer
+                        );
                     }
                     let acts = {
                         let world = World {

@@ -98,7 +98,9 @@ impl Pipes {
     pub fn service(&mut self) {
         let n = self.ready.len();
         for _ in 0..n {
-            let Some(t) = self.ready.pop_front() else { break };
+            let Some(t) = self.ready.pop_front() else {
+                break;
+            };
             match self.read_some(t) {
                 ReadState::More => self.ready.push_back(t),
                 ReadState::Drained => {}
@@ -163,7 +165,9 @@ impl Pipes {
         for line in lines {
             match &p.label {
                 Label::Job(j) => logging::emit(LogLevel::Info, Some(j), Some(p.pid as u32), &line),
-                Label::Check(c) => logging::emit_check(LogLevel::Info, c, Some(p.pid as u32), &line),
+                Label::Check(c) => {
+                    logging::emit_check(LogLevel::Info, c, Some(p.pid as u32), &line)
+                }
             }
         }
         state

@@ -173,7 +173,9 @@ impl Server {
         now: Instant,
         route: &mut dyn FnMut(Request) -> Response,
     ) {
-        let Some(c) = self.clients.get_mut(&t) else { return };
+        let Some(c) = self.clients.get_mut(&t) else {
+            return;
+        };
         let outcome = c.conn.read_from(&mut c.stream);
         c.paused = outcome == ReadOutcome::Paused;
         let mut progressed = false;

@@ -1,0 +1,279 @@
+//! The `/status` (telemetry) and `/v3/status` (control) body, and the table
+//! `containerpilot -status` prints from it.
+
+use serde_json::Value;
+
+/// One job as the status page shows it; `advertised` jobs are listed under
+/// "Services" with their address and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobStatus {
+    pub name: String,
+    /// `healthy`, `unhealthy`, `maintenance` or `unknown`.
+    pub status: &'static str,
+    pub advertised: bool,
+    pub address: Option<String>,
+    pub port: u16,
+    /// The `when.source` the job waits on.
+    pub depends_on: Option<String>,
+    pub pid: Option<i32>,
+    /// Restarts left; `None` = unlimited.
+    pub restarts_left: Option<u32>,
+}
+
+fn js(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn opt_js<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_string(), |x| x.to_string())
+}
+
+/// The fields every entry carries beyond the 3.8 shape (SPEC §3.3).
+fn extras(j: &JobStatus) -> String {
+    let restarts = j
+        .restarts_left
+        .map_or_else(|| js("unlimited"), |n| n.to_string());
+    format!(
+        "\"DependsOn\":{},\"Pid\":{},\"Restarts\":{}",
+        opt_js(j.depends_on.as_deref().map(js)),
+        opt_js(j.pid),
+        restarts
+    )
+}
+
+/// Empty lists are `null`, as Go encodes a nil slice.
+fn list(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "null".to_string()
+    } else {
+        format!("[{}]", items.join(","))
+    }
+}
+
+/// Compact JSON with a trailing newline (Go's `json.Encoder` output), keys in
+/// the 3.8 order: Version, Jobs, Services, Watches; entries in the order given.
+pub fn status_json(version: &str, jobs: &[JobStatus], watches: &[String]) -> String {
+    let plain = jobs
+        .iter()
+        .filter(|j| !j.advertised)
+        .map(|j| {
+            format!(
+                "{{\"Name\":{},\"Status\":{},{}}}",
+                js(&j.name),
+                js(j.status),
+                extras(j)
+            )
+        })
+        .collect();
+    let services = jobs
+        .iter()
+        .filter(|j| j.advertised)
+        .map(|j| {
+            format!(
+                "{{\"Name\":{},\"Address\":{},\"Port\":{},\"Status\":{},{}}}",
+                js(&j.name),
+                js(j.address.as_deref().unwrap_or("")),
+                j.port,
+                js(j.status),
+                extras(j)
+            )
+        })
+        .collect();
+    let watches = watches.iter().map(|w| js(w)).collect();
+    format!(
+        "{{\"Version\":{},\"Jobs\":{},\"Services\":{},\"Watches\":{}}}\n",
+        js(version),
+        list(plain),
+        list(services),
+        list(watches)
+    )
+}
+
+/// A cell from untrusted JSON: strings as-is (control characters replaced so
+/// they cannot move the terminal cursor), numbers as written, else "-".
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => s
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+fn address(entry: &Value) -> String {
+    let host = cell(entry.get("Address"));
+    match (host.as_str(), entry.get("Port").and_then(Value::as_u64)) {
+        ("-", _) => "-".to_string(),
+        (h, Some(p)) if h.contains(':') => format!("[{h}]:{p}"),
+        (h, Some(p)) => format!("{h}:{p}"),
+        (h, None) => h.to_string(),
+    }
+}
+
+fn row(entry: &Value, addr: String) -> [String; 6] {
+    [
+        cell(entry.get("Name")),
+        cell(entry.get("Status")),
+        cell(entry.get("Pid")),
+        cell(entry.get("Restarts")),
+        cell(entry.get("DependsOn")),
+        addr,
+    ]
+}
+
+fn entries<'a>(status: &'a Value, key: &str) -> &'a [Value] {
+    status
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Jobs first, then services, then a `WATCHES:` line when there are any.
+/// Columns are padded to their widest cell; no trailing spaces.
+pub fn status_table(status: &Value) -> String {
+    let header = ["NAME", "STATUS", "PID", "RESTARTS", "DEPENDS ON", "ADDRESS"].map(String::from);
+    let mut rows = vec![header];
+    rows.extend(entries(status, "Jobs").iter().map(|j| row(j, "-".into())));
+    rows.extend(
+        entries(status, "Services")
+            .iter()
+            .map(|s| row(s, address(s))),
+    );
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                let pad = widths[i] - c.chars().count() + 2;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let watches: Vec<String> = entries(status, "Watches")
+        .iter()
+        .map(|w| cell(Some(w)))
+        .collect();
+    if !watches.is_empty() {
+        out.push_str(&format!("\nWATCHES: {}\n", watches.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<JobStatus> {
+        vec![
+            JobStatus {
+                name: "app".into(),
+                status: "healthy",
+                advertised: true,
+                address: Some("10.0.0.2".into()),
+                port: 8080,
+                depends_on: Some("setup".into()),
+                pid: Some(42),
+                restarts_left: None,
+            },
+            JobStatus {
+                name: "setup".into(),
+                status: "unknown",
+                advertised: false,
+                address: None,
+                port: 0,
+                depends_on: None,
+                pid: None,
+                restarts_left: Some(0),
+            },
+            JobStatus {
+                name: "containerpilot".into(),
+                status: "healthy",
+                advertised: true,
+                address: Some("10.0.0.2".into()),
+                port: 9090,
+                depends_on: None,
+                pid: None,
+                restarts_left: Some(3),
+            },
+        ]
+    }
+
+    #[test]
+    fn json_shape() {
+        let out = status_json("3.9.0", &sample(), &["db".into(), "cache".into()]);
+        assert_eq!(
+            out,
+            concat!(
+                r#"{"Version":"3.9.0","#,
+                r#""Jobs":[{"Name":"setup","Status":"unknown","DependsOn":null,"Pid":null,"Restarts":0}],"#,
+                r#""Services":[{"Name":"app","Address":"10.0.0.2","Port":8080,"Status":"healthy","DependsOn":"setup","Pid":42,"Restarts":"unlimited"},"#,
+                r#"{"Name":"containerpilot","Address":"10.0.0.2","Port":9090,"Status":"healthy","DependsOn":null,"Pid":null,"Restarts":3}],"#,
+                r#""Watches":["db","cache"]}"#,
+                "\n"
+            )
+        );
+        let parsed: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["Services"][0]["Port"], 8080);
+    }
+
+    #[test]
+    fn empty_lists_are_null_and_strings_escaped() {
+        assert_eq!(
+            status_json("dev", &[], &[]),
+            "{\"Version\":\"dev\",\"Jobs\":null,\"Services\":null,\"Watches\":null}\n"
+        );
+        let mut j = sample().remove(1);
+        j.name = "a\"b".into();
+        let out = status_json("v", &[j], &[]);
+        assert!(out.contains(r#""Name":"a\"b""#), "{out}");
+    }
+
+    #[test]
+    fn table_from_json() {
+        let json = status_json("3.9.0", &sample(), &["db".into(), "cache".into()]);
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            status_table(&v),
+            concat!(
+                "NAME            STATUS   PID  RESTARTS   DEPENDS ON  ADDRESS\n",
+                "setup           unknown  -    0          -           -\n",
+                "app             healthy  42   unlimited  setup       10.0.0.2:8080\n",
+                "containerpilot  healthy  -    3          -           10.0.0.2:9090\n",
+                "\n",
+                "WATCHES: db, cache\n"
+            )
+        );
+    }
+
+    #[test]
+    fn table_tolerates_odd_input() {
+        let v: Value = serde_json::json!({
+            "Jobs": null,
+            "Services": [{"Name": "v6\u{1b}[2J", "Address": "fd00::1", "Port": 80}, 7],
+            "Watches": "nope"
+        });
+        assert_eq!(
+            status_table(&v),
+            concat!(
+                "NAME    STATUS  PID  RESTARTS  DEPENDS ON  ADDRESS\n",
+                "v6?[2J  -       -    -         -           [fd00::1]:80\n",
+                "-       -       -    -         -           -\n"
+            )
+        );
+        assert_eq!(
+            status_table(&Value::Null),
+            "NAME  STATUS  PID  RESTARTS  DEPENDS ON  ADDRESS\n"
+        );
+    }
+}

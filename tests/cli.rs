@@ -1,0 +1,202 @@
+//! The binary's command line: -version, -help, -template, -validate, usage errors,
+//! and every config fixture through -validate.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn fixtures(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .expect("fixture dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn version_prints_version_and_hash() {
+    let (code, out, _) = run(&["-version"], &[]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], format!("Version: {}", env!("CARGO_PKG_VERSION")));
+    assert!(
+        lines[1].starts_with("GitHash: ") && lines[1].len() > 9,
+        "{out}"
+    );
+    // Go flag forms
+    assert_eq!(run(&["--version"], &[]).0, 0);
+    assert_eq!(run(&["-version=true"], &[]).0, 0);
+}
+
+#[test]
+fn help_prints_usage_and_exits_2() {
+    let (code, out, err) = run(&["-help"], &[]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("-config string") && err.contains("-putenv"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_error_is_one_line_naming_the_flag() {
+    let (code, _, err) = run(&["-bogus"], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("-bogus"), "{err}");
+    let (code, _, err) = run(&["-putmetric", "novalue"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("key=val"), "{err}");
+}
+
+#[test]
+fn missing_config_is_an_error() {
+    let (code, _, err) = run(&["-validate"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("-config flag is required"), "{err}");
+}
+
+#[test]
+fn template_renders_to_stdout_and_to_a_file() {
+    let d = TempDir::new("tpl");
+    let src = "{ consul: \"{{ .CONSUL | default \"localhost\" }}:8500\", jobs: [{{ range $i := loop 2 }}{ name: \"j{{ $i }}\" },{{ end }}] }";
+    let cfg = d.write("in.json5", src);
+    let expect = "{ consul: \"c1:8500\", jobs: [{ name: \"j0\" },{ name: \"j1\" },] }";
+    let (code, out, err) = run(
+        &["-config", cfg.to_str().unwrap(), "-template"],
+        &[("CONSUL", "c1")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, expect, "raw bytes, no newline added");
+    let (code, out, _) = run(
+        &["-config", cfg.to_str().unwrap(), "-template", "-out", "-"],
+        &[("CONSUL", "c1")],
+    );
+    assert_eq!((code, out.as_str()), (0, expect));
+    let dest = d.path("out.json5");
+    let (code, out, _) = run(
+        &[
+            "-template",
+            "-config",
+            cfg.to_str().unwrap(),
+            "-out",
+            dest.to_str().unwrap(),
+        ],
+        &[("CONSUL", "c1")],
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), expect);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    // CONTAINERPILOT env is the fallback for -config
+    let (code, out, _) = run(
+        &["-template"],
+        &[("CONTAINERPILOT", cfg.to_str().unwrap()), ("CONSUL", "c2")],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("c2:8500"));
+}
+
+#[test]
+fn template_errors_name_line_and_column() {
+    let d = TempDir::new("tplerr");
+    let cfg = d.write("in.json5", "{\n  jobs: [ {{ nosuchfunc .X }} ]\n}");
+    let (code, _, err) = run(&["-config", cfg.to_str().unwrap(), "-template"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("could not apply template to config"), "{err}");
+    assert!(err.contains("config:2:11"), "{err}");
+    assert!(err.contains("\"nosuchfunc\""), "{err}");
+}
+
+#[test]
+fn validate_accepts_every_valid_fixture() {
+    let all = fixtures("tests/fixtures/config");
+    assert!(all.len() >= 12);
+    for f in all.iter().chain(std::iter::once(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/example.json5"),
+    )) {
+        let (code, out, err) = run(&["-validate", "-config", f.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{}: {err}", f.display());
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains(": OK: "), "{out}");
+    }
+    let (_, out, _) = run(
+        &[
+            "-check",
+            "-config",
+            &format!(
+                "{}/tests/fixtures/config/full.json5",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        ],
+        &[],
+    );
+    assert!(out.contains("10 jobs, 2 watches"), "{out}");
+}
+
+#[test]
+fn validate_rejects_every_invalid_fixture_naming_the_field() {
+    let all = fixtures("tests/fixtures/config/invalid");
+    assert!(all.len() >= 40, "at least 40 invalid configs, one per rule");
+    for f in all {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("// expect: "))
+            .unwrap_or_else(|| panic!("{} lacks an expect line", f.display()))
+            .to_string();
+        let (code, out, err) = run(&["-validate", "-config", f.to_str().unwrap()], &[]);
+        assert_eq!(code, 1, "{}: {out}", f.display());
+        assert!(
+            err.contains(&expect),
+            "{}: expected {expect:?} in:\n{err}",
+            f.display()
+        );
+        assert!(
+            err.contains("line "),
+            "{}: error names the line:\n{err}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn validate_reports_every_error_not_just_the_first() {
+    let d = TempDir::new("many");
+    let cfg = d.write(
+        "c.json5",
+        "{\n  jobs: [\n    { name: \"\" },\n    { name: \"svc\", port: 80 },\n    { name: \"c\", restarts: \"sometimes\" },\n  ],\n  watches: [ { name: \"db\" } ],\n}",
+    );
+    let (code, _, err) = run(&["-validate", "-config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("4 error(s)"), "{err}");
+    assert!(err.contains("line 3: jobs[0].name"), "{err}");
+    assert!(err.contains("line 4: jobs[1].health"), "{err}");
+    assert!(err.contains("line 5: jobs[2].restarts"), "{err}");
+    assert!(err.contains("watches[0].interval"), "{err}");
+}
+
+#[test]
+fn validate_shows_syntax_errors_with_a_caret() {
+    let d = TempDir::new("syntax");
+    let cfg = d.write(
+        "c.json5",
+        "{\n  jobs: [\n    { name: \"a\" exec: \"x\" }\n  ]\n}",
+    );
+    let (code, _, err) = run(&["-validate", "-config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("parse error at line:col [3:17]"), "{err}");
+    assert!(
+        err.contains("    3:     { name: \"a\" exec: \"x\" }"),
+        "{err}"
+    );
+    assert!(err.contains('^'), "{err}");
+}
