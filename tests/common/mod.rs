@@ -241,3 +241,41 @@ pub fn sched_runs(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     s.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One HTTP request over the control socket.
+pub fn control(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let b = body.map(|b| ("application/json", b.as_bytes()));
+    match containerpilot::http::request_unix(sock, method, path, b, Duration::from_secs(10)) {
+        Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+        Err(e) => panic!("control request {method} {path} failed: {e}"),
+    }
+}
+
+/// One HTTP GET/POST to a TCP address like "127.0.0.1:9090".
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    match containerpilot::http::request(&mut s, method, path, None) {
+        Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+        Err(e) => panic!("{method} {addr}{path} failed: {e}"),
+    }
+}
+
+/// Wait for the control socket to answer a ping.
+pub fn wait_ready(sock: &Path) {
+    let ok = wait_until(Duration::from_secs(10), || {
+        containerpilot::http::request_unix(sock, "GET", "/v3/ping", None, Duration::from_secs(2))
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    });
+    assert!(ok, "control socket {} never answered", sock.display());
+}
