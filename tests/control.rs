@@ -472,3 +472,62 @@ fn a_slow_client_does_not_stall_the_loop() {
     idle.clear();
     cp.stop();
 }
+
+#[test]
+fn reload_moves_the_socket_only_when_its_path_changes() {
+    let d = TempDir::new("reload-sock");
+    let text = |sock: &std::path::Path| {
+        format!(
+            r#"{{ control: {{ socket: {:?} }}, jobs: [ {{ name: "app", exec: ["sleep", "30"] }} ] }}"#,
+            sock.display().to_string()
+        )
+    };
+    let cfg = d.write("cp.json5", &text(&d.socket()));
+    let mut cp = Daemon::start(&cfg);
+    wait_ready(&d.socket());
+    let ino =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let first = ino(&d.socket());
+    assert_eq!(control(&d.socket(), "POST", "/v3/reload", None).0, 200);
+    assert_eq!(ino(&d.socket()), first, "same path: the socket is kept");
+    let moved = d.path("moved.socket");
+    std::fs::write(&cfg, text(&moved)).unwrap();
+    assert_eq!(control(&d.socket(), "POST", "/v3/reload", None).0, 200);
+    wait_ready(&moved);
+    assert!(!d.socket().exists(), "old socket removed");
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+    assert!(!moved.exists());
+}
+
+#[test]
+fn reload_gives_a_changed_job_a_fresh_restart_budget() {
+    let d = TempDir::new("reload-budget");
+    let o = d.path("runs");
+    let text = |arg: &str| {
+        format!(
+            r#"{{ control: {{ socket: {:?} }}, jobs: [
+                 {{ name: "app", exec: ["sleep", "30"] }},
+                 {{ name: "co", exec: ["sh", "-c", "echo {arg} >> {o}; sleep 1.2"], restarts: 1 }} ] }}"#,
+            d.socket().display().to_string(),
+            o = o.display()
+        )
+    };
+    let cfg = d.write("cp.json5", &text("v1"));
+    let mut cp = Daemon::start(&cfg);
+    wait_ready(&d.socket());
+    // restarts: 1 -> exactly two runs
+    assert!(wait_until(10 * SEC, || d.read("runs").lines().count() == 2));
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(d.read("runs"), "v1\nv1\n");
+    std::fs::write(&cfg, text("v2")).unwrap();
+    assert_eq!(control(&d.socket(), "POST", "/v3/reload", None).0, 200);
+    assert!(
+        wait_until(10 * SEC, || d.read("runs").lines().count() == 4),
+        "{}",
+        d.read("runs")
+    );
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(d.read("runs"), "v1\nv1\nv2\nv2\n");
+    cp.stop();
+}

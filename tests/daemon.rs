@@ -379,3 +379,23 @@ fn timeout_kills_the_job_group() {
         "{log}"
     );
 }
+
+#[test]
+fn bundled_example_shows_the_chain() {
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/example.json5");
+    let mut cp = Daemon::start(&cfg);
+    cp.expect_log("setup", 5 * SEC);
+    cp.expect_log("app is up", 5 * SEC);
+    cp.expect_log("app reported healthy", 10 * SEC);
+    cp.expect_log("tick at", 5 * SEC);
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+    let log = cp.log();
+    let pos = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("{s:?} missing in:\n{log}"))
+    };
+    assert!(pos("preparing the app") < pos("app is up"));
+    assert!(pos("app is up") < pos("app reported healthy"));
+    assert!(pos("saying goodbye") < pos("app got SIGTERM"), "{log}");
+}

@@ -81,10 +81,17 @@ impl Runtime {
         }
     }
 
-    fn put_server(&mut self, which: Which, srv: Server) {
-        match which {
-            Which::Control => self.control = Some(srv),
-            Which::Telemetry => self.telemetry = Some(srv),
+    fn put_server(&mut self, which: Which, mut srv: Server) {
+        let slot = match which {
+            Which::Control => &mut self.control,
+            Which::Telemetry => &mut self.telemetry,
+        };
+        if slot.is_some() {
+            // A reload replaced this listener while we were serving on it; the
+            // response to the reload has been written, the old one can go.
+            srv.deregister(self.poll.registry());
+        } else {
+            *slot = Some(srv);
         }
     }
 
@@ -227,8 +234,8 @@ impl Runtime {
                 CLIENT_SPAN,
             )
             .map_err(|e| format!("cannot watch control socket: {e}"))?;
-            // The old socket goes away with its listener; clients already connected
-            // (including the one asking for this reload) are answered first.
+            // While serving, the old server is out of its slot: `put_server` drops
+            // it once the reload's own response has been written.
             if let Some(mut old) = self.control.replace(srv) {
                 old.deregister(self.poll.registry());
             }
