@@ -468,6 +468,8 @@ impl Decoder<'_, '_> {
             watches: Vec::new(),
             telemetry: None,
             control: ControlConfig::default(),
+            compat: Compat::V3,
+            exit_policy: None,
         };
         let Value::Object(entries) = &root.value else {
             self.expected("", root, "an object");
@@ -807,6 +809,7 @@ impl Decoder<'_, '_> {
             stop_timeout,
             raw,
             always_healthy: false,
+            sensor: None,
             line: v.line,
         };
         // Discovery fields are not even parsed for jobs that are not advertised.
@@ -1288,6 +1291,7 @@ fn telemetry_job(t: &TelemetryConfig, line: u32) -> JobConfig {
         stop_timeout: None,
         raw: false,
         always_healthy: true,
+        sensor: None,
         line,
     }
 }
@@ -1376,6 +1380,7 @@ mod tests {
             stop_timeout: None,
             raw: false,
             always_healthy: false,
+            sensor: None,
             line,
         }
     }
@@ -2211,6 +2216,8 @@ mod tests {
                 watches: Vec::new(),
                 telemetry: None,
                 control: ControlConfig::default(),
+                compat: Compat::V3,
+                exit_policy: None,
             }
         );
     }

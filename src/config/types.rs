@@ -20,6 +20,33 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     pub telemetry: Option<TelemetryConfig>,
     pub control: ControlConfig,
+    /// Which generation of config this came from (2.x configs are translated).
+    pub compat: Compat,
+    /// Shim mode: whose exit ends the daemon, and with what code.
+    pub exit_policy: Option<ExitPolicy>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compat {
+    /// ContainerPilot 3 semantics: SIGHUP/SIGUSR2 are job triggers, SIGUSR1 reopens logs.
+    #[default]
+    V3,
+    /// A translated 2.x config: SIGHUP reloads, SIGUSR1 toggles maintenance.
+    V2,
+}
+
+/// The main application of shim mode (2.x, or a 3.x config with trailing arguments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitPolicy {
+    /// The job running the application: when its process exits, the daemon shuts
+    /// down and exits with its code (128+N if killed by signal N, 127 if it could
+    /// not start).
+    pub main: String,
+    /// A job that must succeed before the application starts; if it fails, the
+    /// daemon exits with its code.
+    pub pre_start: Option<String>,
+    /// A job whose non-zero exit code wins over the application's.
+    pub post_stop: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +245,9 @@ pub struct JobConfig {
     pub raw: bool,
     /// The telemetry `containerpilot` service: no exec, always healthy.
     pub always_healthy: bool,
+    /// 2.x sensor: each line the job prints on stdout is a value for this metric
+    /// (its full Prometheus name) instead of a log line.
+    pub sensor: Option<String>,
     /// 1-based line of the job object in the config file (for messages).
     pub line: u32,
 }

@@ -22,6 +22,7 @@ fn job(name: &str) -> JobConfig {
         stop_timeout: None,
         raw: false,
         always_healthy: false,
+        sensor: None,
         line: 1,
     }
 }
