@@ -26,9 +26,14 @@ pub fn main(args: Vec<String>) -> i32 {
         }
         Command::Template { out } => template(cli.config.as_deref(), out.as_deref(), &env),
         Command::Validate => validate(cli.config.as_deref(), &env),
+        Command::Convert => convert(cli.config.as_deref(), &env),
         Command::Run => {
             env.insert("CONTAINERPILOT_PID".into(), std::process::id().to_string());
-            run(cli.config.as_deref(), env)
+            let app = config::MainApp {
+                args: cli.app,
+                name: cli.main_name,
+            };
+            run(cli.config.as_deref(), env, app)
         }
         other => subcommand(cli.config.as_deref(), other, &env),
     }
@@ -166,7 +171,20 @@ fn validate(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
     }
 }
 
-fn run(path: Option<&str>, env: BTreeMap<String, String>) -> i32 {
+fn convert(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
+    match config_path(path).and_then(|p| config::convert(p, env)) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("containerpilot: {e}");
+            1
+        }
+    }
+}
+
+fn run(path: Option<&str>, env: BTreeMap<String, String>, app: config::MainApp) -> i32 {
     crate::logging::init_default();
     let path = match config_path(path) {
         Ok(p) => p.to_string(),
@@ -175,7 +193,7 @@ fn run(path: Option<&str>, env: BTreeMap<String, String>) -> i32 {
             return 1;
         }
     };
-    let cfg = match config::load(&path, &env) {
+    let cfg = match config::load_with(&path, &env, &app) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("containerpilot: {e}");
@@ -189,7 +207,7 @@ fn run(path: Option<&str>, env: BTreeMap<String, String>) -> i32 {
     if crate::logging::enabled(crate::config::types::LogLevel::Debug) {
         log::debug!("loaded config: {cfg:?}");
     }
-    match crate::runtime::Runtime::new(cfg, env, path) {
+    match crate::runtime::Runtime::new(cfg, env, path, app) {
         Ok(rt) => rt.run(),
         Err(e) => {
             log::error!("{e}");

@@ -16,6 +16,8 @@ pub enum Command {
         out: Option<String>,
     },
     Validate,
+    /// Print a 2.x config as an equivalent 3.x config.
+    Convert,
     Reload,
     /// `true` = enable; any other non-empty value disables (3.8).
     Maintenance(bool),
@@ -38,6 +40,10 @@ pub struct Cli {
     /// `-config`, or the `CONTAINERPILOT` environment variable when the flag is empty.
     pub config: Option<String>,
     pub command: Command,
+    /// Arguments after the flags: the main application of shim mode.
+    pub app: Vec<String>,
+    /// `-main-name`: the job name of that application (default `app`).
+    pub main_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,13 @@ pub const USAGE: &str = "Usage of containerpilot:
         with -status: print JSON instead of a table
   -signal job=SIGNAL
         send a signal to a job's running process through the control socket
+  -convert
+        print a ContainerPilot 2.x config as an equivalent 3.x config
+  -main-name string
+        job name of the trailing application in shim mode (default \"app\")
+
+Arguments after the flags (or after --) are the main application: it runs as a
+job, and when it exits the daemon stops and exits with its exit code.
 ";
 
 #[derive(Default)]
@@ -96,6 +109,8 @@ struct Raw {
     status: bool,
     json: bool,
     signal: Option<String>,
+    main_name: Option<String>,
+    convert: bool,
 }
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
@@ -121,16 +136,21 @@ fn split_kv(flag: &str, v: &str) -> Result<(String, String), UsageError> {
 pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageError> {
     let mut raw = Raw::default();
     let mut i = 0;
+    let mut app_from = args.len();
     while i < args.len() {
         let arg = &args[i];
         i += 1;
         if arg == "--" {
+            app_from = i;
             break;
         }
         let Some(stripped) = arg.strip_prefix('-') else {
-            break; // positional: Go stops here and ignores the rest
+            // Go stops at the first positional argument; the rest is the application.
+            app_from = i - 1;
+            break;
         };
         if stripped.is_empty() {
+            app_from = i - 1;
             break;
         }
         let body = stripped.strip_prefix('-').unwrap_or(stripped);
@@ -164,6 +184,8 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
             "out" => raw.out = Some(take_value(inline)?),
             "maintenance" => raw.maintenance = Some(take_value(inline)?),
             "signal" => raw.signal = Some(take_value(inline)?),
+            "main-name" => raw.main_name = Some(take_value(inline)?),
+            "convert" => raw.convert = bool_flag(inline)?,
             "putenv" => {
                 let v = take_value(inline)?;
                 match v.split_once('=') {
@@ -212,6 +234,8 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
         Command::Template { out: raw.out }
     } else if raw.validate {
         Command::Validate
+    } else if raw.convert {
+        Command::Convert
     } else if raw.reload {
         Command::Reload
     } else if let Some(m) = raw.maintenance.filter(|m| !m.is_empty()) {
@@ -242,7 +266,20 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
     } else {
         Command::Run
     };
-    Ok(Cli { config, command })
+    let app = args.get(app_from..).map(|a| a.to_vec()).unwrap_or_default();
+    if let Some(n) = &raw.main_name {
+        if n.is_empty() {
+            return Err(UsageError(
+                "invalid value \"\" for flag -main-name: a job name is required".into(),
+            ));
+        }
+    }
+    Ok(Cli {
+        config,
+        command,
+        app,
+        main_name: raw.main_name,
+    })
 }
 
 #[cfg(test)]
@@ -356,11 +393,26 @@ mod tests {
     }
 
     #[test]
-    fn positional_stops_parsing() {
+    fn positional_stops_parsing_and_starts_the_application() {
         let cli = p(&["app", "-config", "x"]).unwrap();
         assert_eq!(cli.config, None);
+        assert_eq!(cli.app, ["app", "-config", "x"]);
         let cli = p(&["-config", "x", "--", "-ping"]).unwrap();
         assert_eq!(cli.command, Command::Run);
+        assert_eq!(cli.app, ["-ping"]);
+        let cli = p(&[
+            "-config",
+            "x",
+            "-main-name",
+            "web",
+            "nginx",
+            "-g",
+            "daemon off;",
+        ])
+        .unwrap();
+        assert_eq!(cli.app, ["nginx", "-g", "daemon off;"]);
+        assert_eq!(cli.main_name.as_deref(), Some("web"));
+        assert!(p(&["-config", "x"]).unwrap().app.is_empty());
     }
 
     #[test]

@@ -129,6 +129,16 @@ pub fn exit_error(status: nix::sys::wait::WaitStatus) -> Option<String> {
     }
 }
 
+/// The shell's convention for a process's exit code: N, or 128+N for signal N.
+pub fn exit_code(status: nix::sys::wait::WaitStatus) -> i32 {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 255,
+    }
+}
+
 fn signal_words(sig: nix::sys::signal::Signal) -> &'static str {
     use nix::sys::signal::Signal::*;
     match sig {

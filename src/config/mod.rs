@@ -7,6 +7,7 @@ pub mod interfaces;
 pub mod json5;
 pub mod template;
 pub mod types;
+pub mod v2;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -60,9 +61,15 @@ impl LoadError {
     }
 }
 
+/// The config text for `-config`: a path, a `file://` URL, or (2.x) the JSON
+/// itself inline.
 pub fn read(path: &str) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|err| LoadError::Read {
-        path: path.to_string(),
+    if path.trim_start().starts_with('{') {
+        return Ok(path.to_string());
+    }
+    let file = path.strip_prefix("file://").unwrap_or(path);
+    std::fs::read_to_string(file).map_err(|err| LoadError::Read {
+        path: file.to_string(),
         err,
     })
 }
@@ -72,21 +79,123 @@ pub fn render(src: &str, env: &BTreeMap<String, String>) -> Result<String, LoadE
     template::render(src, &map).map_err(LoadError::Template)
 }
 
-/// Parse and validate already-rendered text.
-pub fn parse_rendered(text: &str, env: &BTreeMap<String, String>) -> Result<Config, LoadError> {
-    let root = json5::parse(text).map_err(|e| LoadError::Syntax(e.render(text)))?;
+/// The trailing application of shim mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MainApp {
+    /// Arguments as given; each is rendered as a template when loading.
+    pub args: Vec<String>,
+    /// Job name for a 3.x config (default `app`).
+    pub name: Option<String>,
+}
+
+fn with_env<T>(env: &BTreeMap<String, String>, f: impl FnOnce(&decode::LoadEnv) -> T) -> T {
     let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let resolve = |specs: &[String]| interfaces::resolve(specs).map_err(|e| e.to_string());
     let load_env = decode::LoadEnv {
         env: &map,
         resolve_ip: &resolve,
     };
-    decode::decode(&root, &load_env).map_err(LoadError::Invalid)
+    f(&load_env)
+}
+
+/// Parse and validate already-rendered text (no application).
+pub fn parse_rendered(text: &str, env: &BTreeMap<String, String>) -> Result<Config, LoadError> {
+    parse_rendered_with(text, env, &MainApp::default())
+}
+
+fn parse_rendered_with(
+    text: &str,
+    env: &BTreeMap<String, String>,
+    app: &MainApp,
+) -> Result<Config, LoadError> {
+    let root = json5::parse(text).map_err(|e| LoadError::Syntax(e.render(text)))?;
+    let args = app
+        .args
+        .iter()
+        .map(|a| render(a, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let main = (!args.is_empty()).then_some(args.as_slice());
+    let is_v2 = v2::is_v2(&root).map_err(|e| LoadError::Invalid(vec![e]))?;
+    with_env(env, |load_env| {
+        if is_v2 {
+            return v2::translate(&root, load_env, main).map_err(LoadError::Invalid);
+        }
+        let mut cfg = decode::decode(&root, load_env).map_err(LoadError::Invalid)?;
+        if let Some(args) = main {
+            add_main_job(&mut cfg, args, app.name.as_deref().unwrap_or("app"))?;
+        }
+        Ok(cfg)
+    })
+}
+
+/// A 3.x config with a trailing application (our extension, 3.x issue #526): the
+/// application is a job whose exit ends the container with its exit code.
+fn add_main_job(cfg: &mut Config, args: &[String], name: &str) -> Result<(), LoadError> {
+    if cfg.jobs.iter().any(|j| j.name == name) {
+        return Err(LoadError::Invalid(vec![decode::ConfigError {
+            path: "jobs".into(),
+            line: None,
+            msg: format!(
+                "a job named '{name}' already exists; choose another name for the application with -main-name"
+            ),
+        }]));
+    }
+    cfg.jobs.push(types::JobConfig {
+        name: name.to_string(),
+        exec: Some(args.to_vec()),
+        port: 0,
+        initial_status: None,
+        interfaces: Vec::new(),
+        ip: None,
+        tags: Vec::new(),
+        consul: None,
+        health: None,
+        when: types::WhenConfig::default(),
+        timeout: None,
+        restarts: types::Restarts::Count(0),
+        stop_timeout: None,
+        raw: true,
+        always_healthy: false,
+        sensor: None,
+        line: 0,
+    });
+    cfg.exit_policy = Some(types::ExitPolicy {
+        main: name.to_string(),
+        pre_start: None,
+        post_stop: None,
+    });
+    Ok(())
 }
 
 /// The whole pipeline for a file path.
 pub fn load(path: &str, env: &BTreeMap<String, String>) -> Result<Config, LoadError> {
+    load_with(path, env, &MainApp::default())
+}
+
+/// The whole pipeline, with the shim-mode application.
+pub fn load_with(
+    path: &str,
+    env: &BTreeMap<String, String>,
+    app: &MainApp,
+) -> Result<Config, LoadError> {
     let src = read(path)?;
     let rendered = render(&src, env)?;
-    parse_rendered(&rendered, env)
+    parse_rendered_with(&rendered, env, app)
+}
+
+/// `-convert`: the 3.x JSON5 text for a 2.x config.
+pub fn convert(path: &str, env: &BTreeMap<String, String>) -> Result<String, LoadError> {
+    let src = read(path)?;
+    let rendered = render(&src, env)?;
+    let root = json5::parse(&rendered).map_err(|e| LoadError::Syntax(e.render(&rendered)))?;
+    if !v2::is_v2(&root).map_err(|e| LoadError::Invalid(vec![e]))? {
+        return Err(LoadError::Invalid(vec![decode::ConfigError {
+            path: String::new(),
+            line: None,
+            msg: "not a ContainerPilot 2.x config (it is already 3.x)".into(),
+        }]));
+    }
+    with_env(env, |load_env| {
+        v2::convert(&root, load_env).map_err(LoadError::Invalid)
+    })
 }

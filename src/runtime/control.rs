@@ -169,16 +169,7 @@ impl Runtime {
                 Err(e) => Response::text(400, &format!("{e}\n")),
             },
             Command::Maintenance(on) => {
-                let changed = self.maintenance != on;
-                if changed {
-                    self.maintenance = on;
-                    let code = if on {
-                        EventCode::EnterMaintenance
-                    } else {
-                        EventCode::ExitMaintenance
-                    };
-                    self.bus.publish(Event::global(code));
-                }
+                let changed = self.set_maintenance(on);
                 Response::json(200, format!("{{\"updated\":{changed}}}"))
             }
             Command::Signal { job, signal } => {
@@ -196,20 +187,39 @@ impl Runtime {
                     Err(e) => Response::text(409, &format!("cannot signal job {job:?}: {e}\n")),
                 }
             }
-            Command::Reload => match crate::config::load(&self.config_path, &self.env) {
-                Ok(cfg) => match self.reload(cfg) {
-                    Ok(()) => {
-                        log::info!("control: reloaded app via control plane");
-                        Response::text(200, "\n")
-                    }
-                    Err(e) => Response::text(400, &format!("{e}\n")),
-                },
-                Err(e) => {
-                    let msg = e.to_string().replace('\n', "; ");
-                    log::error!("reload rejected, keeping the running config: {msg}");
-                    Response::text(400, &format!("{msg}\n"))
+            Command::Reload => self.reload_from_file(),
+        }
+    }
+
+    /// Enter or leave maintenance; returns whether anything changed.
+    pub(super) fn set_maintenance(&mut self, on: bool) -> bool {
+        let changed = self.maintenance != on;
+        if changed {
+            self.maintenance = on;
+            let code = if on {
+                EventCode::EnterMaintenance
+            } else {
+                EventCode::ExitMaintenance
+            };
+            self.bus.publish(Event::global(code));
+        }
+        changed
+    }
+
+    pub(super) fn reload_from_file(&mut self) -> Response {
+        match crate::config::load_with(&self.config_path, &self.env, &self.app) {
+            Ok(cfg) => match self.reload(cfg) {
+                Ok(()) => {
+                    log::info!("control: reloaded app via control plane");
+                    Response::text(200, "\n")
                 }
+                Err(e) => Response::text(400, &format!("{e}\n")),
             },
+            Err(e) => {
+                let msg = e.to_string().replace('\n', "; ");
+                log::error!("reload rejected, keeping the running config: {msg}");
+                Response::text(400, &format!("{msg}\n"))
+            }
         }
     }
 

@@ -111,8 +111,11 @@ pub struct Runtime {
     #[allow(dead_code)]
     waker: Arc<Waker>,
     cfg: Config,
-    /// Re-read on reload.
+    /// Re-read on reload, with the same trailing application.
     config_path: String,
+    app: crate::config::MainApp,
+    /// What the daemon exits with (shim mode sets it from the application).
+    exit_code: i32,
     jobs: Vec<Job>,
     completed: HashSet<String>,
     procs: HashMap<i32, Proc>,
@@ -139,6 +142,7 @@ impl Runtime {
         cfg: Config,
         env: BTreeMap<String, String>,
         config_path: String,
+        app: crate::config::MainApp,
     ) -> Result<Runtime, RunError> {
         let poll = Poll::new().map_err(|e| RunError(format!("cannot create poll: {e}")))?;
         let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
@@ -206,6 +210,8 @@ impl Runtime {
             waker,
             cfg,
             config_path,
+            app,
+            exit_code: 0,
             jobs,
             completed: HashSet::new(),
             procs: HashMap::new(),
@@ -270,7 +276,7 @@ impl Runtime {
             self.fire_timers();
         }
         self.exit_cleanup();
-        0
+        self.exit_code
     }
 
     fn finished(&self) -> bool {
@@ -414,11 +420,15 @@ impl Runtime {
                     ProcKind::Exec => pipes::Label::Job(name.clone()),
                     ProcKind::Check => pipes::Label::Check(name.clone()),
                 };
-                for fd in [sp.stdout, sp.stderr].into_iter().flatten() {
-                    if let Err(e) = self
-                        .pipes
-                        .add(self.poll.registry(), fd, label.clone(), sp.pid)
-                    {
+                let stdout_label = match (kind, &self.jobs[job].cfg.sensor) {
+                    (ProcKind::Exec, Some(metric)) => pipes::Label::Sensor {
+                        metric: metric.clone(),
+                    },
+                    _ => label.clone(),
+                };
+                for (fd, l) in [(sp.stdout, stdout_label), (sp.stderr, label)] {
+                    let Some(fd) = fd else { continue };
+                    if let Err(e) = self.pipes.add(self.poll.registry(), fd, l, sp.pid) {
                         log::warn!("{name}: cannot read output: {e}");
                     }
                 }
@@ -435,6 +445,7 @@ impl Runtime {
             }
             Err(e) => {
                 log::error!("unable to start {name}: {e}");
+                self.note_exit(job, kind, 127);
                 let (now, st) = self.world();
                 let world = World {
                     now,
@@ -454,6 +465,21 @@ impl Runtime {
                 SIGTERM | SIGINT => {
                     self.shutting_down = true;
                     self.bus.publish(Event::global(EventCode::Shutdown));
+                }
+                SIGHUP if self.cfg.compat == crate::config::types::Compat::V2 => {
+                    // 2.x: SIGHUP reloads the config; the application keeps running.
+                    let resp = self.reload_from_file();
+                    if resp.status != 200 {
+                        log::error!(
+                            "reload on SIGHUP failed: {}",
+                            String::from_utf8_lossy(&resp.body).trim_end()
+                        );
+                    }
+                }
+                SIGUSR1 if self.cfg.compat == crate::config::types::Compat::V2 => {
+                    // 2.x: SIGUSR1 toggles maintenance.
+                    let on = !self.maintenance;
+                    self.set_maintenance(on);
                 }
                 SIGHUP => self.bus.publish(Event::new(EventCode::Signal, "SIGHUP")),
                 SIGUSR2 => self.bus.publish(Event::new(EventCode::Signal, "SIGUSR2")),
@@ -479,6 +505,7 @@ impl Runtime {
                 "CONTAINERPILOT_{}_PID",
                 crate::process::env_name(&p.name)
             ));
+            self.note_exit(p.job, p.kind, crate::process::exit_code(status));
             let mut error = crate::process::exit_error(status);
             if p.timed_out {
                 error = Some("signal: killed".into());
@@ -504,6 +531,51 @@ impl Runtime {
 
     fn drain_pipes(&mut self) {
         self.pipes.service();
+        self.apply_sensor_values();
+    }
+
+    /// 2.x sensors: each stdout line of a sensor job is a value for its metric.
+    fn apply_sensor_values(&mut self) {
+        for (metric, value) in self.pipes.take_sensor_values() {
+            let update = [(metric.clone(), serde_json::Value::String(value.clone()))];
+            match self.metrics.apply(&update) {
+                Ok(()) => self
+                    .bus
+                    .publish(Event::new(EventCode::Metric, format!("{metric}|{value}"))),
+                Err(e) => log::error!("sensor {metric}: {e}"),
+            }
+        }
+    }
+
+    /// Shim mode: the application's exit decides the daemon's exit code and ends
+    /// the run; a failing preStart ends it before the application starts; a
+    /// failing postStop's code wins.
+    fn note_exit(&mut self, job: usize, kind: ProcKind, code: i32) {
+        if kind != ProcKind::Exec {
+            return;
+        }
+        let Some(policy) = &self.cfg.exit_policy else {
+            return;
+        };
+        let name = self.jobs[job].name();
+        let ends_run = if name == policy.main {
+            log::info!("application {name} exited with code {code}");
+            self.exit_code = code;
+            true
+        } else if policy.pre_start.as_deref() == Some(name) && code != 0 {
+            log::error!("{name} failed with code {code}: not starting the application");
+            self.exit_code = code;
+            true
+        } else {
+            if policy.post_stop.as_deref() == Some(name) && code != 0 {
+                self.exit_code = code;
+            }
+            false
+        };
+        if ends_run && !self.shutting_down {
+            self.shutting_down = true;
+            self.bus.publish(Event::global(EventCode::Shutdown));
+        }
     }
 
     fn fire_timers(&mut self) {

@@ -19,6 +19,10 @@ const BUDGET: usize = 64 * 1024;
 pub enum Label {
     Job(String),
     Check(String),
+    /// A 2.x sensor's stdout: lines are values for this metric, not log lines.
+    Sensor {
+        metric: String,
+    },
 }
 
 struct Pipe {
@@ -35,6 +39,7 @@ pub struct Pipes {
     /// Pipes that may still have data (mio is edge-triggered: we must come back).
     ready: VecDeque<Token>,
     buf: Vec<u8>,
+    sensor_values: Vec<(String, String)>,
 }
 
 impl Pipes {
@@ -45,6 +50,7 @@ impl Pipes {
             open: HashMap::new(),
             ready: VecDeque::new(),
             buf: vec![0; BUDGET],
+            sensor_values: Vec::new(),
         }
     }
 
@@ -145,14 +151,10 @@ impl Pipes {
                     break ReadState::Closed;
                 }
                 Ok(n) => {
+                    // One read per turn; the next turn (poll timeout 0) reads on
+                    // until WouldBlock, so a flood shares the loop fairly.
                     p.lines.push(&self.buf[..n], &mut lines);
-                    break if n == self.buf.len() {
-                        ReadState::More
-                    } else {
-                        // A short read usually means empty; confirm on the next turn
-                        // only if the poll says so.
-                        ReadState::More
-                    };
+                    break ReadState::More;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadState::Drained,
@@ -168,6 +170,12 @@ impl Pipes {
                 Label::Check(c) => {
                     logging::emit_check(LogLevel::Info, c, Some(p.pid as u32), &line)
                 }
+                Label::Sensor { metric } => {
+                    let v = line.trim();
+                    if !v.is_empty() {
+                        self.sensor_values.push((metric.clone(), v.to_string()));
+                    }
+                }
             }
         }
         state
@@ -179,6 +187,10 @@ impl Pipes {
             drop(p);
         }
         self.ready.retain(|x| *x != t);
+    }
+
+    pub fn take_sensor_values(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.sensor_values)
     }
 
     pub fn close_all(&mut self, reg: &Registry) {
