@@ -2,6 +2,7 @@
 //! compatible with ContainerPilot 3 configs and control-plane clients.
 
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod logging;
 pub mod process;
 pub mod runtime;
 pub mod telemetry;
+pub mod watches;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_HASH: &str = match option_env!("CONTAINERPILOT_GIT_HASH") {

@@ -80,6 +80,28 @@ fn spawn_error(prog: &str, e: &io::Error) -> SpawnError {
     }
 }
 
+/// Mark every descriptor we inherited above stderr close-on-exec, so jobs do not
+/// receive whatever our parent left open (a lock file, a socket). Go's runtime,
+/// which 3.8 used, never passed them on either.
+pub fn cloexec_inherited_fds() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk the usual range instead.
+    for fd in 3..4096 {
+        // SAFETY: fcntl on a descriptor number; EBADF for unused ones is ignored.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();

@@ -399,3 +399,38 @@ fn bundled_example_shows_the_chain() {
     assert!(pos("app is up") < pos("app reported healthy"));
     assert!(pos("saying goodbye") < pos("app got SIGTERM"), "{log}");
 }
+
+#[test]
+fn jobs_do_not_inherit_stray_descriptors() {
+    use std::os::unix::process::CommandExt;
+    let d = TempDir::new("fds");
+    let o = d.path("fd");
+    let cfg = config(
+        &d,
+        &format!(
+            r#"jobs: [ {{ name: "look", exec: ["sh", "-c", "if [ -e /proc/self/fd/7 ]; then echo leaked; else echo clean; fi > {o}"] }} ]"#,
+            o = o.display()
+        ),
+    );
+    let held = std::fs::File::open(&cfg).expect("open");
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&held);
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("-config").arg(&cfg);
+    // SAFETY: dup2 in the child before exec, on descriptors we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc_dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut cp = Daemon::start_with(&mut cmd);
+    cp.wait_exit(10 * SEC).expect("exits");
+    assert_eq!(d.read("fd").trim(), "clean", "{}", cp.log());
+}
+
+extern "C" {
+    #[link_name = "dup2"]
+    fn libc_dup2(old: i32, new: i32) -> i32;
+}

@@ -1365,23 +1365,8 @@ mod tests {
 
     fn base_job(name: &str, exec: &[&str], line: u32) -> JobConfig {
         JobConfig {
-            name: name.to_string(),
-            exec: Some(strings(exec)),
-            port: 0,
-            initial_status: None,
-            interfaces: Vec::new(),
-            ip: None,
-            tags: Vec::new(),
-            consul: None,
-            health: None,
-            when: WhenConfig::default(),
-            timeout: None,
-            restarts: Restarts::Count(0),
-            stop_timeout: None,
-            raw: false,
-            always_healthy: false,
-            sensor: None,
             line,
+            ..JobConfig::new(name, Some(strings(exec)))
         }
     }
 

@@ -141,23 +141,8 @@ fn add_main_job(cfg: &mut Config, args: &[String], name: &str) -> Result<(), Loa
         }]));
     }
     cfg.jobs.push(types::JobConfig {
-        name: name.to_string(),
-        exec: Some(args.to_vec()),
-        port: 0,
-        initial_status: None,
-        interfaces: Vec::new(),
-        ip: None,
-        tags: Vec::new(),
-        consul: None,
-        health: None,
-        when: types::WhenConfig::default(),
-        timeout: None,
-        restarts: types::Restarts::Count(0),
-        stop_timeout: None,
         raw: true,
-        always_healthy: false,
-        sensor: None,
-        line: 0,
+        ..types::JobConfig::new(name, Some(args.to_vec()))
     });
     cfg.exit_policy = Some(types::ExitPolicy {
         main: name.to_string(),

@@ -253,6 +253,29 @@ pub struct JobConfig {
 }
 
 impl JobConfig {
+    /// A job with every field at its default: runs `exec` once at start-up.
+    pub fn new(name: &str, exec: Option<Vec<String>>) -> JobConfig {
+        JobConfig {
+            name: name.to_string(),
+            exec,
+            port: 0,
+            initial_status: None,
+            interfaces: Vec::new(),
+            ip: None,
+            tags: Vec::new(),
+            consul: None,
+            health: None,
+            when: WhenConfig::default(),
+            timeout: None,
+            restarts: Restarts::Count(0),
+            stop_timeout: None,
+            raw: false,
+            always_healthy: false,
+            sensor: None,
+            line: 0,
+        }
+    }
+
     pub fn is_advertised(&self) -> bool {
         self.port != 0
     }

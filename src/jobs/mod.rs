@@ -21,7 +21,7 @@ pub enum ProcKind {
     Check,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JobTimer {
     /// Every `health.interval`: run the check or send a heartbeat.
     Heartbeat,

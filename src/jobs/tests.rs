@@ -6,25 +6,7 @@ use crate::config::types::{HealthConfig, WhenConfig};
 use std::collections::{HashMap, VecDeque};
 
 fn job(name: &str) -> JobConfig {
-    JobConfig {
-        name: name.into(),
-        exec: Some(vec!["true".into()]),
-        port: 0,
-        initial_status: None,
-        interfaces: vec![],
-        ip: None,
-        tags: vec![],
-        consul: None,
-        health: None,
-        when: WhenConfig::default(),
-        timeout: None,
-        restarts: Restarts::Count(0),
-        stop_timeout: None,
-        raw: false,
-        always_healthy: false,
-        sensor: None,
-        line: 1,
-    }
+    JobConfig::new(name, Some(vec!["true".into()]))
 }
 
 fn when(source: &str, code: EventCode, each: bool) -> WhenConfig {

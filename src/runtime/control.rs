@@ -283,6 +283,7 @@ impl Runtime {
         }
 
         let now = Instant::now();
+        self.reload_catalog(&new, now)?;
         let mut retire = Vec::new();
         for (i, j) in self.jobs.iter().enumerate() {
             if j.is_done() {
@@ -369,7 +370,7 @@ impl Runtime {
     }
 
     fn cancel_job_timers(&mut self, idx: usize) {
-        use super::JobTimerKey::*;
+        use crate::jobs::JobTimer::*;
         for t in [Heartbeat, Interval, WaitTimeout, Restart, StopHook, Kill] {
             self.timers.cancel(TimerKey::Job(idx, t));
         }

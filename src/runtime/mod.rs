@@ -3,6 +3,7 @@
 //! was read, a timer is due) into inputs for the jobs and carries out the
 //! `Action`s they return.
 
+mod catalog;
 mod control;
 mod listeners;
 mod pipes;
@@ -40,48 +41,15 @@ pub(crate) const FIRST_DYNAMIC: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TimerKey {
-    Job(usize, JobTimerKey),
+    Job(usize, JobTimer),
     /// A process's `timeout`: SIGKILL its group.
     ProcTimeout(i32),
     /// After every job has ended on shutdown: SIGKILL whatever is still alive.
     FinalKill,
-}
-
-/// `JobTimer` with an order, for the heap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum JobTimerKey {
-    Heartbeat,
-    Interval,
-    WaitTimeout,
-    Restart,
-    StopHook,
-    Kill,
-}
-
-impl From<JobTimer> for JobTimerKey {
-    fn from(t: JobTimer) -> Self {
-        match t {
-            JobTimer::Heartbeat => JobTimerKey::Heartbeat,
-            JobTimer::Interval => JobTimerKey::Interval,
-            JobTimer::WaitTimeout => JobTimerKey::WaitTimeout,
-            JobTimer::Restart => JobTimerKey::Restart,
-            JobTimer::StopHook => JobTimerKey::StopHook,
-            JobTimer::Kill => JobTimerKey::Kill,
-        }
-    }
-}
-
-impl From<JobTimerKey> for JobTimer {
-    fn from(t: JobTimerKey) -> Self {
-        match t {
-            JobTimerKey::Heartbeat => JobTimer::Heartbeat,
-            JobTimerKey::Interval => JobTimer::Interval,
-            JobTimerKey::WaitTimeout => JobTimer::WaitTimeout,
-            JobTimerKey::Restart => JobTimer::Restart,
-            JobTimerKey::StopHook => JobTimer::StopHook,
-            JobTimerKey::Kill => JobTimer::Kill,
-        }
-    }
+    /// A watch's polling interval.
+    Watch(usize),
+    /// Bound on waiting for shutdown deregistration.
+    DeregisterWait,
 }
 
 /// A child we started.
@@ -108,8 +76,12 @@ impl std::error::Error for RunError {}
 pub struct Runtime {
     poll: Poll,
     signals: Signals,
-    #[allow(dead_code)]
     waker: Arc<Waker>,
+    catalog: catalog::CatalogState,
+    /// Service IDs the catalog confirmed registered.
+    registered: HashSet<String>,
+    /// Service IDs deregistered by the shutdown sweep (not to be sent twice).
+    deregistered: HashSet<String>,
     cfg: Config,
     /// Re-read on reload, with the same trailing application.
     config_path: String,
@@ -144,6 +116,7 @@ impl Runtime {
         config_path: String,
         app: crate::config::MainApp,
     ) -> Result<Runtime, RunError> {
+        crate::process::cloexec_inherited_fds();
         let poll = Poll::new().map_err(|e| RunError(format!("cannot create poll: {e}")))?;
         let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
             .map_err(|e| RunError(format!("cannot install signal handlers: {e}")))?;
@@ -176,6 +149,7 @@ impl Runtime {
         )
         .map_err(|e| RunError(format!("cannot watch control socket: {e}")))?;
         log::info!("control: serving at {}", cfg.control.socket.display());
+        let catalog = catalog::CatalogState::new(&cfg, waker.clone()).map_err(RunError)?;
         let telemetry = match &cfg.telemetry {
             Some(t) => {
                 let l = listeners::bind_telemetry(t).map_err(RunError)?;
@@ -208,6 +182,9 @@ impl Runtime {
             poll,
             signals,
             waker,
+            catalog,
+            registered: HashSet::new(),
+            deregistered: HashSet::new(),
             cfg,
             config_path,
             app,
@@ -237,6 +214,7 @@ impl Runtime {
             let acts = self.jobs[i].begin();
             self.execute(i, acts, now);
         }
+        self.start_watches(now);
         self.bus.publish(Event::global(EventCode::Startup));
         let mut events = Events::with_capacity(256);
         loop {
@@ -265,7 +243,7 @@ impl Runtime {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
-                    WAKER => {}
+                    WAKER => self.on_catalog_replies(),
                     t if self.pipes.owns(t) => self.pipes.mark_ready(t),
                     t => self.on_server_event(t),
                 }
@@ -365,25 +343,16 @@ impl Runtime {
                     repeat,
                 } => self
                     .timers
-                    .arm(TimerKey::Job(job, timer.into()), now, after, repeat),
-                Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer.into())),
+                    .arm(TimerKey::Job(job, timer), now, after, repeat),
+                Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer)),
                 Action::Register(_) | Action::Heartbeat | Action::Deregister => {
-                    self.catalog(job, a);
+                    self.catalog_action(job, a);
                 }
                 Action::Log(level, msg) => logging::emit(level, None, None, &msg),
                 Action::Completed => {
                     self.completed.insert(self.jobs[job].name().to_string());
                 }
             }
-        }
-    }
-
-    fn catalog(&mut self, job: usize, _a: Action) {
-        if self.cfg.consul.is_none() && self.warned_no_catalog.insert(job) {
-            log::info!(
-                "{}: no catalog configured, service is not registered",
-                self.jobs[job].name()
-            );
         }
     }
 
@@ -462,10 +431,7 @@ impl Runtime {
         for sig in pending {
             match sig {
                 SIGCHLD => self.reap(),
-                SIGTERM | SIGINT => {
-                    self.shutting_down = true;
-                    self.bus.publish(Event::global(EventCode::Shutdown));
-                }
+                SIGTERM | SIGINT => self.begin_shutdown(),
                 SIGHUP if self.cfg.compat == crate::config::types::Compat::V2 => {
                     // 2.x: SIGHUP reloads the config; the application keeps running.
                     let resp = self.reload_from_file();
@@ -573,8 +539,7 @@ impl Runtime {
             false
         };
         if ends_run && !self.shutting_down {
-            self.shutting_down = true;
-            self.bus.publish(Event::global(EventCode::Shutdown));
+            self.begin_shutdown();
         }
     }
 
@@ -582,8 +547,7 @@ impl Runtime {
         let now = Instant::now();
         while let Some(key) = self.timers.pop_due(now) {
             match key {
-                TimerKey::Job(i, t) => {
-                    let timer: JobTimer = t.into();
+                TimerKey::Job(i, timer) => {
                     if timer == JobTimer::Heartbeat && self.jobs[i].cfg.always_healthy {
                         // 3.8 does not log the telemetry service's ticks
                     } else {
@@ -623,6 +587,8 @@ impl Runtime {
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
+                TimerKey::Watch(i) => self.poll_watch(i),
+                TimerKey::DeregisterWait => self.deregister_wait_expired(),
                 TimerKey::FinalKill => {
                     for pid in self.procs.keys() {
                         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
@@ -633,6 +599,7 @@ impl Runtime {
     }
 
     fn exit_cleanup(&mut self) {
+        self.close_catalog();
         for pgid in self.groups.values() {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }

@@ -2,6 +2,8 @@
 //! running `containerpilot` whose output is collected, and small waiting helpers.
 #![allow(dead_code)]
 
+pub mod consul_double;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,342 @@
+//! https to the agent (built with `--features tls`): CA file verification, a
+//! wrong CA, `verify: false`, `servername`, bad TLS files. Certificates come
+//! from the `openssl` CLI; a small rustls server answers health queries.
+#![cfg(feature = "tls")]
+
+use containerpilot::catalog::{Catalog, Reply, Request};
+use containerpilot::config::types::{ConsulConfig, TlsConfig};
+use mio::{Events, Poll, Token, Waker};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// ca.pem/ca.key, other-ca.pem, srv.pem/srv.key (SAN: DNS consul.test only,
+/// plus IP 127.0.0.1 when `with_ip`).
+fn make_certs(with_ip: bool) -> Certs {
+    let dir = std::env::temp_dir().join(format!(
+        "cp-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, cn) in [("ca", "test-ca"), ("other-ca", "other-ca")] {
+        let (key, pem, subj) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={cn}"),
+        );
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+        openssl(&dir, &a);
+    }
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=consul.test",
+    ]);
+    openssl(&dir, &a);
+    let san = if with_ip {
+        "subjectAltName=DNS:consul.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+    } else {
+        "subjectAltName=DNS:consul.test\nextendedKeyUsage=serverAuth\n"
+    };
+    std::fs::write(dir.join("ext.cnf"), san).expect("ext");
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    Certs { dir }
+}
+
+/// Answers every request with `[]`; records the X-Consul-Token of each.
+struct TlsAgent {
+    addr: String,
+    tokens: Arc<Mutex<Vec<Option<String>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TlsAgent {
+    fn start(certs: &Certs) -> TlsAgent {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(certs.path("srv.pem"))
+                .expect("cert")
+                .collect::<Result<_, _>>()
+                .expect("cert pem");
+        let key = PrivateKeyDer::from_pem_file(certs.path("srv.key")).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let tokens = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (tokens, stop) = (tokens.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for s in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(s) = s else { continue };
+                    let (config, tokens) = (config.clone(), tokens.clone());
+                    std::thread::spawn(move || serve(s, config, tokens));
+                }
+            });
+        }
+        TlsAgent { addr, tokens, stop }
+    }
+}
+
+impl Drop for TlsAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn serve(s: TcpStream, config: Arc<rustls::ServerConfig>, tokens: Arc<Mutex<Vec<Option<String>>>>) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let token = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("X-Consul-Token"))
+        .map(|(_, v)| v.trim().to_string());
+    if let Ok(mut t) = tokens.lock() {
+        t.push(token);
+    }
+    let _ = tls.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+    );
+    let _ = tls.flush();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+fn query(addr: &str, tls: TlsConfig, token: Option<&str>) -> Reply {
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(1)).expect("waker"));
+    let cfg = ConsulConfig {
+        address: addr.to_string(),
+        scheme: "https".to_string(),
+        token: token.map(str::to_string),
+        tls,
+    };
+    let c = Catalog::start(&cfg, waker, Duration::from_secs(5)).expect("catalog");
+    c.send(Request::Query {
+        watch: 0,
+        name: "db".to_string(),
+        tag: None,
+        dc: None,
+    });
+    let mut poll = poll;
+    let mut events = Events::with_capacity(2);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if let Some(r) = c.try_recv() {
+            return r;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no reply");
+        poll.poll(&mut events, Some(left)).expect("poll");
+    }
+}
+
+fn ok() -> Reply {
+    Reply::Instances {
+        watch: 0,
+        instances: vec![],
+    }
+}
+
+#[test]
+fn cafile_verifies_and_token_is_sent() {
+    let certs = make_certs(true);
+    let agent = TlsAgent::start(&certs);
+    let tls = TlsConfig {
+        cafile: Some(certs.path("ca.pem")),
+        ..TlsConfig::default()
+    };
+    assert_eq!(query(&agent.addr, tls, Some("tok")), ok());
+    assert_eq!(
+        *agent.tokens.lock().expect("tokens"),
+        vec![Some("tok".to_string())]
+    );
+}
+
+#[test]
+fn capath_verifies() {
+    let certs = make_certs(true);
+    let agent = TlsAgent::start(&certs);
+    let cadir = certs.dir.join("cadir");
+    std::fs::create_dir_all(&cadir).expect("cadir");
+    std::fs::copy(certs.dir.join("ca.pem"), cadir.join("ca.pem")).expect("copy");
+    let tls = TlsConfig {
+        capath: Some(cadir.to_string_lossy().into_owned()),
+        ..TlsConfig::default()
+    };
+    assert_eq!(query(&agent.addr, tls, None), ok());
+}
+
+#[test]
+fn wrong_ca_fails_with_a_clear_error() {
+    let certs = make_certs(true);
+    let agent = TlsAgent::start(&certs);
+    let tls = TlsConfig {
+        cafile: Some(certs.path("other-ca.pem")),
+        ..TlsConfig::default()
+    };
+    match query(&agent.addr, tls, None) {
+        Reply::QueryFailed { error, .. } => {
+            assert!(
+                error.contains("invalid peer certificate: UnknownIssuer"),
+                "{error}"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // verify: false accepts the same server.
+    let tls = TlsConfig {
+        cafile: Some(certs.path("other-ca.pem")),
+        verify: Some(false),
+        ..TlsConfig::default()
+    };
+    assert_eq!(query(&agent.addr, tls, None), ok());
+}
+
+#[test]
+fn servername_overrides_the_checked_name() {
+    let certs = make_certs(false);
+    let agent = TlsAgent::start(&certs);
+    let tls = TlsConfig {
+        cafile: Some(certs.path("ca.pem")),
+        ..TlsConfig::default()
+    };
+    match query(&agent.addr, tls.clone(), None) {
+        Reply::QueryFailed { error, .. } => {
+            assert!(error.contains("invalid peer certificate"), "{error}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let tls = TlsConfig {
+        servername: Some("consul.test".to_string()),
+        ..tls
+    };
+    assert_eq!(query(&agent.addr, tls, None), ok());
+}
+
+#[test]
+fn bad_tls_files_fail_at_start() {
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(1)).expect("waker"));
+    let mut cfg = ConsulConfig {
+        address: "127.0.0.1:8501".to_string(),
+        scheme: "https".to_string(),
+        token: None,
+        tls: TlsConfig {
+            cafile: Some("/nonexistent/ca.pem".to_string()),
+            ..TlsConfig::default()
+        },
+    };
+    let e = Catalog::start(&cfg, waker.clone(), Duration::from_secs(1))
+        .err()
+        .expect("missing cafile");
+    assert!(
+        e.to_string().starts_with("TLS file /nonexistent/ca.pem: "),
+        "{e}"
+    );
+    cfg.tls = TlsConfig {
+        clientcert: Some("/x.pem".to_string()),
+        ..TlsConfig::default()
+    };
+    let e = Catalog::start(&cfg, waker, Duration::from_secs(1))
+        .err()
+        .expect("cert without key");
+    assert_eq!(
+        e.to_string(),
+        "TLS setup failed: clientcert and clientkey must be set together"
+    );
+}
