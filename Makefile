@@ -38,6 +38,9 @@ fmt:
 	cargo fmt
 
 bench: static
+	@command -v tini >/dev/null && command -v dumb-init >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq tini dumb-init >/dev/null; } || \
+	  echo "tini/dumb-init could not be installed: their columns will say so"
 	cargo test --release --test bench -- --ignored --nocapture --test-threads=1
 
 run-example:

@@ -40,7 +40,7 @@ pub fn spawn(
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env)
-        .stdin(Stdio::null())
+        .stdin(empty_stdin()?)
         .process_group(0);
     if raw {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
@@ -61,6 +61,18 @@ pub fn spawn(
         stdout,
         stderr,
     })
+}
+
+/// stdin for a job: /dev/null, or, in a root without /dev (a bare scratch
+/// image), an empty pipe, which reads as end-of-file just the same.
+fn empty_stdin() -> Result<Stdio, SpawnError> {
+    if std::path::Path::new("/dev/null").exists() {
+        return Ok(Stdio::null());
+    }
+    let (r, w) =
+        nix::unistd::pipe().map_err(|e| SpawnError(format!("cannot create stdin pipe: {e}")))?;
+    drop(w);
+    Ok(Stdio::from(r))
 }
 
 /// Go's wording, which 3.8 users see in `error` events and logs.

@@ -284,6 +284,7 @@ impl Runtime {
 
         let now = Instant::now();
         self.reload_catalog(&new, now)?;
+        self.arm_missing_heartbeats(now);
         let mut retire = Vec::new();
         for (i, j) in self.jobs.iter().enumerate() {
             if j.is_done() {

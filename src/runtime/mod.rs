@@ -341,9 +341,14 @@ impl Runtime {
                     timer,
                     after,
                     repeat,
-                } => self
-                    .timers
-                    .arm(TimerKey::Job(job, timer), now, after, repeat),
+                } => {
+                    if timer == JobTimer::Heartbeat && !self.heartbeat_matters(job) {
+                        // nothing to check and nobody to tell: no wake-ups
+                        continue;
+                    }
+                    self.timers
+                        .arm(TimerKey::Job(job, timer), now, after, repeat)
+                }
                 Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer)),
                 Action::Register(_) | Action::Heartbeat | Action::Deregister => {
                     self.catalog_action(job, a);
@@ -351,6 +356,32 @@ impl Runtime {
                 Action::Log(level, msg) => logging::emit(level, None, None, &msg),
                 Action::Completed => {
                     self.completed.insert(self.jobs[job].name().to_string());
+                }
+            }
+        }
+    }
+
+    /// A heartbeat tick does something only if there is a check to run or a
+    /// catalog to heartbeat to.
+    fn heartbeat_matters(&self, job: usize) -> bool {
+        let has_check = self.jobs[job]
+            .cfg
+            .health
+            .as_ref()
+            .is_some_and(|h| h.exec.is_some());
+        has_check || self.catalog.client.is_some()
+    }
+
+    /// Arm heartbeats skipped while there was no catalog (a reload added one).
+    fn arm_missing_heartbeats(&mut self, now: Instant) {
+        for i in 0..self.jobs.len() {
+            let key = TimerKey::Job(i, JobTimer::Heartbeat);
+            if self.jobs[i].is_done() || self.timers.is_armed(key) {
+                continue;
+            }
+            if let Some(h) = &self.jobs[i].cfg.health {
+                if self.heartbeat_matters(i) {
+                    self.timers.arm(key, now, h.interval, true);
                 }
             }
         }

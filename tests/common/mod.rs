@@ -238,10 +238,11 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// How many times the scheduler ran the task (second field of schedstat).
+/// How many times the scheduler ran the task (third field of schedstat: cpu
+/// time, run-queue wait, timeslices run).
 pub fn sched_runs(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
+    s.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// A loopback port that was free a moment ago.
