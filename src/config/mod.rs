@@ -131,19 +131,27 @@ fn parse_rendered_with(
 /// A 3.x config with a trailing application (our extension, 3.x issue #526): the
 /// application is a job whose exit ends the container with its exit code.
 fn add_main_job(cfg: &mut Config, args: &[String], name: &str) -> Result<(), LoadError> {
-    if cfg.jobs.iter().any(|j| j.name == name) {
-        return Err(LoadError::Invalid(vec![decode::ConfigError {
-            path: "jobs".into(),
-            line: None,
-            msg: format!(
-                "a job named '{name}' already exists; choose another name for the application with -main-name"
-            ),
-        }]));
+    match cfg.jobs.iter_mut().find(|j| j.name == name) {
+        // `-convert` output keeps the 2.x application as an exec-less job; the
+        // trailing arguments fill it in.
+        Some(j) if j.exec.is_none() => {
+            j.exec = Some(args.to_vec());
+            j.raw = true;
+        }
+        Some(_) => {
+            return Err(LoadError::Invalid(vec![decode::ConfigError {
+                path: "jobs".into(),
+                line: None,
+                msg: format!(
+                    "a job named '{name}' already exists; choose another name for the application with -main-name"
+                ),
+            }]))
+        }
+        None => cfg.jobs.push(types::JobConfig {
+            raw: true,
+            ..types::JobConfig::new(name, Some(args.to_vec()))
+        }),
     }
-    cfg.jobs.push(types::JobConfig {
-        raw: true,
-        ..types::JobConfig::new(name, Some(args.to_vec()))
-    });
     cfg.exit_policy = Some(types::ExitPolicy {
         main: name.to_string(),
         pre_start: None,

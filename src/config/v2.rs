@@ -1989,7 +1989,7 @@ mod tests {
                 return Ok(LAN);
             }
         }
-        Err("None of the interface specifications were able to match".into())
+        Err("none of the interface specifications were able to match".into())
     }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {

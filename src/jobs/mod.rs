@@ -149,6 +149,8 @@ pub struct Job {
     restart_pending: bool,
     /// Registered at least once with `initial_status` (or by a heartbeat).
     pub was_started: bool,
+    /// Our `when.source` names a job of the current config.
+    source_exists: bool,
 }
 
 const MAX_QUEUED_STARTS: u32 = 1000;
@@ -166,10 +168,18 @@ pub fn hook_for(name: &str, all: &[JobConfig]) -> Option<String> {
         .next_back()
 }
 
+fn source_in(cfg: &JobConfig, all: &[JobConfig]) -> bool {
+    match &cfg.when.trigger {
+        Trigger::Event { source, .. } => all.iter().any(|o| o.name == *source),
+        _ => false,
+    }
+}
+
 impl Job {
     /// `all` is the whole job list, used to find this job's stop hook.
     pub fn new(cfg: JobConfig, all: &[JobConfig]) -> Job {
         let hook = hook_for(&cfg.name, all);
+        let source_exists = source_in(&cfg, all);
         let (start_event, starts) = match &cfg.when.trigger {
             Trigger::Startup => (Some(Event::global(EventCode::Startup)), Budget::Left(1)),
             Trigger::Interval(_) => (Some(Event::global(EventCode::Startup)), Budget::Left(1)),
@@ -212,6 +222,7 @@ impl Job {
             backoff: Backoff::default(),
             restart_pending: false,
             was_started: false,
+            source_exists,
         }
     }
 
@@ -406,11 +417,19 @@ impl Job {
             {
                 self.restarts_remain = Budget::Left(0);
                 self.restart_pending = false;
-                let source_gone = match &self.cfg.when.trigger {
-                    Trigger::Event { source, .. } => world.completed.contains(source),
-                    _ => true,
+                // A stop hook stays for its trigger unless that can no longer
+                // come: its source is not a job, or has stopped and we already
+                // ran for it. (A source that completed a moment ago still has
+                // its event on the bus, so it is not "gone" for a hook that has
+                // not run yet.)
+                let trigger_pending = match &self.cfg.when.trigger {
+                    Trigger::Event { source, .. } => {
+                        self.source_exists
+                            && !(world.completed.contains(source) && self.was_started)
+                    }
+                    _ => false,
                 };
-                if self.is_stop_hook() && !source_gone {
+                if self.is_stop_hook() && trigger_pending {
                     if self.starts_remain == Budget::Unlimited {
                         self.starts_remain = Budget::Left(1);
                     }
@@ -617,8 +636,10 @@ impl Job {
         out.push(Action::Completed);
     }
 
-    pub fn set_hook(&mut self, hook: Option<String>) {
-        self.hook = hook;
+    /// After a reload: the stop hook and the trigger's source may have changed.
+    pub fn relink(&mut self, all: &[JobConfig]) {
+        self.hook = hook_for(&self.cfg.name, all);
+        self.source_exists = source_in(&self.cfg, all);
     }
 
     /// A reload removed or changed this job: end it now, as a plain job, even if

@@ -313,7 +313,7 @@ impl Runtime {
             .cloned()
             .collect();
         for j in self.jobs.iter_mut() {
-            j.set_hook(crate::jobs::hook_for(&j.cfg.name, &new.jobs));
+            j.relink(&new.jobs);
         }
         self.cfg = new;
         self.install_pending();

@@ -140,15 +140,22 @@ impl Runtime {
                 .unwrap_or(&[]),
         )
         .map_err(|e| RunError(format!("telemetry: {e}")))?;
-        let control = Server::new(
-            poll.registry(),
-            listeners::bind_control(&cfg.control).map_err(RunError)?,
-            CONTROL,
-            CONTROL_CLIENTS,
-            CLIENT_SPAN,
-        )
-        .map_err(|e| RunError(format!("cannot watch control socket: {e}")))?;
-        log::info!("control: serving at {}", cfg.control.socket.display());
+        let control = match listeners::bind_control(&cfg.control).and_then(|l| {
+            Server::new(poll.registry(), l, CONTROL, CONTROL_CLIENTS, CLIENT_SPAN)
+                .map_err(|e| format!("cannot watch control socket: {e}"))
+        }) {
+            Ok(srv) => {
+                log::info!("control: serving at {}", cfg.control.socket.display());
+                Some(srv)
+            }
+            // 2.x had no control plane: its configs cannot name a socket, so a
+            // busy default path must not stop an application that ran before.
+            Err(e) if cfg.compat == crate::config::types::Compat::V2 => {
+                log::warn!("{e}; running without a control socket");
+                None
+            }
+            Err(e) => return Err(RunError(e)),
+        };
         let catalog = catalog::CatalogState::new(&cfg, waker.clone()).map_err(RunError)?;
         let telemetry = match &cfg.telemetry {
             Some(t) => {
@@ -197,7 +204,7 @@ impl Runtime {
             bus: Bus::default(),
             env,
             shutting_down: false,
-            control: Some(control),
+            control,
             telemetry,
             metrics,
             maintenance: false,
@@ -359,6 +366,26 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    fn retire_job(&mut self, name: &str) {
+        let Some(i) = self
+            .jobs
+            .iter()
+            .position(|j| j.name() == name && !j.is_done())
+        else {
+            return;
+        };
+        let now = Instant::now();
+        let acts = {
+            let world = World {
+                now,
+                completed: &self.completed,
+                stop_timeout: self.cfg.stop_timeout,
+            };
+            self.jobs[i].retire(&world)
+        };
+        self.execute(i, acts, now);
     }
 
     /// A heartbeat tick does something only if there is a check to run or a
@@ -558,6 +585,10 @@ impl Runtime {
         let ends_run = if name == policy.main {
             log::info!("application {name} exited with code {code}");
             self.exit_code = code;
+            if !self.shutting_down && self.cfg.compat == crate::config::types::Compat::V2 {
+                // 2.x ran preStop only on SIGTERM, never after the app exited by itself.
+                self.retire_job(crate::config::v2::PRE_STOP_JOB);
+            }
             true
         } else if policy.pre_start.as_deref() == Some(name) && code != 0 {
             log::error!("{name} failed with code {code}: not starting the application");
@@ -635,10 +666,11 @@ impl Runtime {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
         self.pipes.close_all(self.poll.registry());
+        // Only a socket we bound is ours to remove.
         if let Some(mut c) = self.control.take() {
             c.deregister(self.poll.registry());
+            listeners::remove_control(&self.cfg.control.socket);
         }
-        listeners::remove_control(&self.cfg.control.socket);
         if let Some(mut t) = self.telemetry.take() {
             t.deregister(self.poll.registry());
         }
