@@ -536,6 +536,61 @@ fn performance_table() {
         "≤ 50 µs p50".into(),
     ]);
 
+    // Heartbeat throughput: 100 advertised jobs with 1 s checks against the
+    // Consul double; the daemon's CPU over 10 s.
+    {
+        let consul = common::consul_double::ConsulDouble::start();
+        let sock = b.dir.path("hb.sock");
+        let jobs: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    r#"{{ name: "svc{i}", exec: ["sleep", "600"], port: {p}, interfaces: ["lo"],
+                         health: {{ exec: "true", interval: 1, ttl: 5 }} }}"#,
+                    p = 10000 + i
+                )
+            })
+            .collect();
+        let cfg = b.dir.write(
+            "hb.json5",
+            &format!(
+                "{{ consul: {:?}, control: {{ socket: {:?} }}, jobs: [ {} ] }}",
+                consul.addr(),
+                sock.display().to_string(),
+                jobs.join(",")
+            ),
+        );
+        let cp = Guard::spawn(&mut cp_command(&cfg));
+        wait_until(10 * SEC, || {
+            consul.services().as_object().map(|m| m.len()).unwrap_or(0) >= 100
+        });
+        std::thread::sleep(2 * SEC);
+        let pid = cp.pid();
+        let t0 = cpu_ticks(pid).unwrap_or(0);
+        let hb = |c: &common::consul_double::ConsulDouble| {
+            c.requests()
+                .iter()
+                .filter(|(_, p, _)| p.starts_with("/v1/agent/check/update/"))
+                .count()
+        };
+        let h0 = hb(&consul);
+        std::thread::sleep(10 * SEC);
+        let t1 = cpu_ticks(pid).unwrap_or(0);
+        let h1 = hb(&consul);
+        rows.push(vec![
+            "heartbeats: 100 advertised jobs, 1 s checks (daemon CPU over 10 s)".into(),
+            format!(
+                "{:.1} % CPU, {:.0} heartbeats/s",
+                (t1.saturating_sub(t0)) as f64 / 10.0,
+                (h1 - h0) as f64 / 10.0
+            ),
+            na.clone(),
+            na.clone(),
+            "—".into(),
+        ]);
+        drop(cp);
+    }
+    eprintln!("heartbeats done");
+
     let names: Vec<String> = [&tini, &dumb]
         .iter()
         .zip(["tini", "dumb-init"])
