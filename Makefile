@@ -4,7 +4,7 @@ BIN     := target/$(TARGET)/release/containerpilot
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export CONTAINERPILOT_GIT_HASH := $(GIT_HASH)
 
-.PHONY: help build static musl test lint fmt bench run-example
+.PHONY: help build static musl test lint fmt bench run-example soak
 
 help:
 	@echo "build        debug build"
@@ -14,6 +14,7 @@ help:
 	@echo "lint         rustfmt check + clippy with warnings as errors"
 	@echo "bench        release build + benchmark table"
 	@echo "run-example  run the bundled example config"
+	@echo "soak         release build, then the soak test for SOAK_SECONDS (default 3600) with its summary"
 
 build:
 	cargo build
@@ -45,3 +46,7 @@ bench: static
 
 run-example:
 	cargo run --release -- -config tests/fixtures/example.json5
+
+SOAK_SECONDS ?= 3600
+soak:
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test --release --test soak -- --nocapture

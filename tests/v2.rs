@@ -371,3 +371,98 @@ fn backends_coprocesses_tasks_and_sensors() {
     assert_eq!(d.read("co").lines().count(), 3, "restart budget holds");
     cp.stop();
 }
+
+/// Events seen in a DEBUG log, as a sorted set of `{Code source}` strings.
+fn event_set(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.split("event: ").nth(1))
+        .filter(|e| !e.starts_with("{Error") && !e.starts_with("{Metric"))
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn a_2x_config_and_its_conversion_behave_the_same() {
+    let consul = ConsulDouble::start();
+    let d = TempDir::new("v2-side");
+    let v2 = d.write(
+        "app.json",
+        &format!(
+            r#"{{
+              "consul": "{addr}",
+              "logging": {{ "level": "DEBUG" }},
+              "preStart": "true",
+              "services": [ {{ "name": "web", "port": 8080, "health": "true", "poll": 1, "ttl": 5, "interfaces": ["lo"] }} ],
+              "backends": [ {{ "name": "db", "poll": 1, "onChange": "true" }} ],
+              "coprocesses": [ {{ "name": "co", "command": ["sleep", "30"] }} ],
+              "tasks": [ {{ "name": "tick", "command": "true", "frequency": "500ms" }} ],
+              "preStop": "true",
+              "postStop": "true"
+            }}"#,
+            addr = consul.addr()
+        ),
+    );
+    let (code, converted, err) = run(&["-convert", "-config", v2.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    // the converted config gets its own control socket so both can run at once
+    let converted = converted.replacen(
+        '{',
+        &format!(
+            "{{ control: {{ socket: {:?} }},",
+            d.path("c.sock").display().to_string()
+        ),
+        1,
+    );
+    let v3 = d.write("app.json5", &converted);
+    let run_one = |cfg: &Path, sock: Option<PathBuf>| -> (String, serde_json::Value) {
+        let mut cp = shim(cfg, &["sleep", "30"]);
+        std::thread::sleep(Duration::from_millis(3500));
+        let status = sock
+            .map(|s| {
+                serde_json::from_str(&control(&s, "GET", "/v3/status", None).1).unwrap_or_default()
+            })
+            .unwrap_or_default();
+        cp.stop();
+        (cp.log(), status)
+    };
+    let (log2, _) = run_one(&v2, None);
+    let ids_after_v2: Vec<String> = consul
+        .requests()
+        .iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    let (log3, status3) = run_one(&v3, Some(d.path("c.sock")));
+    let ids_after_v3: Vec<String> = consul
+        .requests()
+        .iter()
+        .skip(ids_after_v2.len())
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(
+        event_set(&log2),
+        event_set(&log3),
+        "same events\n--- 2.x:\n{log2}\n--- converted:\n{log3}"
+    );
+    // same catalog traffic (register/heartbeat/deregister of the same IDs, same queries)
+    let kinds = |v: &[String]| -> std::collections::BTreeSet<String> {
+        v.iter()
+            .map(|r| r.split('?').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&ids_after_v2), kinds(&ids_after_v3));
+    let names: Vec<&str> = status3["Jobs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|j| j["Name"].as_str()).collect())
+        .unwrap_or_default();
+    for j in [
+        "preStart",
+        "co",
+        "onChange-db",
+        "tick",
+        "app",
+        "preStop",
+        "postStop",
+    ] {
+        assert!(names.contains(&j), "{j} missing from {names:?}");
+    }
+}

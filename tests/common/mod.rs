@@ -282,3 +282,137 @@ pub fn wait_ready(sock: &Path) {
     });
     assert!(ok, "control socket {} never answered", sock.display());
 }
+
+// ---- process inspection for the hardening and soak tests (Linux /proc) ----
+
+/// A field of /proc/<pid>/status as a number (e.g. "VmRSS" in kB, "Threads").
+pub fn proc_status_field(pid: i32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident set size in KiB.
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    proc_status_field(pid, "VmRSS")
+}
+
+pub fn thread_count(pid: i32) -> Option<u64> {
+    proc_status_field(pid, "Threads")
+}
+
+/// Number of open file descriptors.
+pub fn fd_count(pid: i32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Direct children of a process (all its threads' children).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let p = t.path().join("children");
+        if let Ok(s) = std::fs::read_to_string(p) {
+            out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Children of `pid` that are zombies (exited, not yet reaped).
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|c| proc_stat(*c).is_some_and(|f| f.first().is_some_and(|s| s == "Z")))
+        .collect()
+}
+
+/// Every process whose environment holds `KEY=value` exactly: a marker set on the
+/// daemon is inherited by each job and everything the jobs start.
+pub fn procs_with_env(key: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{key}={value}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// (rchar, wchar) from /proc/<pid>/io: bytes the process read and wrote.
+pub fn io_chars(pid: i32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let get = |k: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(k))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((get("rchar:")?, get("wchar:")?))
+}
+
+/// One control-socket request that reports failure instead of panicking (for
+/// clients racing a daemon that may be going away).
+pub fn try_control(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let b = body.map(|b| ("application/json", b.as_bytes()));
+    containerpilot::http::request_unix(sock, method, path, b, timeout)
+        .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
+        .map_err(|e| e.to_string())
+}
+
+/// A marker value unique to this test process and call.
+pub fn unique_marker(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// Environment variable that marks every process a test's daemon starts.
+pub const MARK_VAR: &str = "CP_TEST_MARK";
+
+/// SIGKILLs, on drop, every process carrying `MARK_VAR=<marker>`: `Daemon`'s drop
+/// kills only the daemon, so a failing test would otherwise leave its jobs behind.
+/// Declare it before the `Daemon` so it drops after it.
+pub struct Sweep(pub String);
+
+impl Sweep {
+    pub fn new(tag: &str) -> Sweep {
+        Sweep(unique_marker(tag))
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        for p in procs_with_env(MARK_VAR, &self.0) {
+            if p as u32 != std::process::id() {
+                // SAFETY: plain kill(2) on a process started for this test.
+                unsafe {
+                    libc_kill(p, SIGKILL);
+                }
+            }
+        }
+    }
+}
