@@ -29,7 +29,7 @@ musl:
 	@ls -l target/x86_64-unknown-linux-musl/release/containerpilot | awk '{print "size: " $$5 " bytes"}'
 
 test:
-	cargo test
+	cargo test --all-features
 
 lint:
 	cargo fmt --check

@@ -209,7 +209,7 @@ fn with_tls(
 }
 
 #[cfg(feature = "tls")]
-mod tls {
+pub(super) mod tls {
     //! rustls set-up for https agents: CA file/dir, client certificate, server
     //! name override, and `verify: false` (SPEC §2.13: verification is on unless
     //! turned off).

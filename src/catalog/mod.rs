@@ -8,9 +8,11 @@
 //! sit beside Consul without jobs or watches noticing.
 
 pub mod consul;
+pub mod etcd;
 
-use crate::config::types::{CheckStatus, ConsulConfig, JobConfig};
+use crate::config::types::{CheckStatus, Config, ConsulConfig, JobConfig};
 use consul::ConsulClient;
+use etcd::EtcdClient;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -188,35 +190,42 @@ impl std::error::Error for CatalogError {}
 /// The catalog implementations the worker can drive.
 pub enum Backend {
     Consul(ConsulClient),
+    /// Keeps per-instance lease state, hence the `&mut self` methods.
+    Etcd(EtcdClient),
 }
 
 impl Backend {
-    fn register(&self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
+    fn register(&mut self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
         match self {
             Backend::Consul(c) => c.register(s, status),
+            Backend::Etcd(c) => c.register(s, status),
         }
     }
 
-    fn pass_ttl(&self, id: &str) -> Result<(), CatalogError> {
+    fn pass_ttl(&mut self, id: &str) -> Result<(), CatalogError> {
         match self {
             Backend::Consul(c) => c.pass_ttl(id),
+            Backend::Etcd(c) => c.pass_ttl(id),
         }
     }
 
-    fn deregister(&self, id: &str) -> Result<(), CatalogError> {
+    fn deregister(&mut self, id: &str) -> Result<(), CatalogError> {
         match self {
             Backend::Consul(c) => c.deregister(id),
+            Backend::Etcd(c) => c.deregister(id),
         }
     }
 
     fn query(
-        &self,
+        &mut self,
         name: &str,
         tag: Option<&str>,
         dc: Option<&str>,
     ) -> Result<Vec<Instance>, CatalogError> {
         match self {
             Backend::Consul(c) => c.query(name, tag, dc),
+            // `dc` is refused by the config loader when etcd is the catalog.
+            Backend::Etcd(c) => c.query(name, tag),
         }
     }
 }
@@ -236,6 +245,20 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let backend = Backend::Consul(ConsulClient::new(cfg, timeout)?);
         Catalog::start_backend(backend, waker)
+    }
+
+    /// The catalog the config names (`consul` or `etcd`), `None` without one.
+    pub fn start_for(
+        cfg: &Config,
+        waker: Arc<mio::Waker>,
+        timeout: Duration,
+    ) -> Result<Option<Catalog>, CatalogError> {
+        let backend = match (&cfg.consul, &cfg.etcd) {
+            (Some(c), _) => Backend::Consul(ConsulClient::new(c, timeout)?),
+            (None, Some(e)) => Backend::Etcd(EtcdClient::new(e, timeout)?),
+            (None, None) => return Ok(None),
+        };
+        Catalog::start_backend(backend, waker).map(Some)
     }
 
     pub fn start_backend(

@@ -41,8 +41,9 @@ pub struct LoadEnv<'a> {
     pub resolve_ip: &'a dyn Fn(&[String]) -> Result<IpAddr, String>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "consul",
+    "etcd",
     "logging",
     "stopTimeout",
     "jobs",
@@ -54,6 +55,17 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
 /// Used when a job or telemetry gives no interfaces (3.8 code, not its docs).
 const DEFAULT_INTERFACES: [&str; 2] = ["eth0:inet", "inet"];
 const DEFAULT_CONSUL_ADDRESS: &str = "127.0.0.1:8500";
+const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
+const DEFAULT_ETCD_PREFIX: &str = "/containerpilot";
+const CONSUL_TLS_KEYS: [&str; 6] = [
+    "cafile",
+    "capath",
+    "clientcert",
+    "clientkey",
+    "servername",
+    "verify",
+];
+const ETCD_TLS_KEYS: [&str; 4] = ["cafile", "clientcert", "clientkey", "verify"];
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TELEMETRY_PORT: u16 = 9090;
 const TELEMETRY_JOB: &str = "containerpilot";
@@ -211,6 +223,26 @@ fn split_scheme(addr: &str) -> (Option<&'static str>, &str) {
     } else {
         (None, addr)
     }
+}
+
+/// An etcd endpoint as a base URL: `http://` is assumed when no scheme is given;
+/// any path is refused because the gateway paths are fixed.
+fn etcd_endpoint(raw: &str) -> Result<String, String> {
+    let text = raw.trim();
+    let (scheme, rest) = match split_scheme(text) {
+        (Some(s), rest) => (s, rest),
+        (None, rest) if rest.contains("://") => {
+            return Err(format!("'{text}' must be an http:// or https:// URL"));
+        }
+        (None, rest) => ("http", rest),
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "'{text}' is not a valid endpoint (want scheme://host:port)"
+        ));
+    }
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// A control socket mode: up to four octal digits, at most 0777.
@@ -462,6 +494,7 @@ impl Decoder<'_, '_> {
     fn config(&mut self, root: &Spanned) -> Config {
         let mut config = Config {
             consul: None,
+            etcd: None,
             logging: LoggingConfig::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             jobs: Vec::new(),
@@ -505,6 +538,13 @@ impl Decoder<'_, '_> {
         if let Some(v) = top("consul") {
             config.consul = self.consul(v);
         }
+        if let Some(v) = top("etcd") {
+            if top("consul").is_some() {
+                let msg = "cannot be used together with 'consul': configure one catalog";
+                self.err("etcd", v.line, msg);
+            }
+            config.etcd = self.etcd(v);
+        }
         if let Some(v) = top("logging") {
             config.logging = self.logging(v);
         }
@@ -525,7 +565,7 @@ impl Decoder<'_, '_> {
             config.jobs = self.jobs(v, telemetry_on);
         }
         if let Some(v) = top("watches") {
-            config.watches = self.watches(v);
+            config.watches = self.watches(v, top("etcd").is_some());
         }
         if let Some(v) = top("telemetry") {
             if let Some(t) = self.telemetry(v) {
@@ -551,7 +591,9 @@ impl Decoder<'_, '_> {
                 scheme = self.string_field(&f, "scheme").unwrap_or_default();
                 token = self.string_field(&f, "token").filter(|t| !t.is_empty());
                 if let Some(t) = f.get("tls") {
-                    tls = self.tls(t).unwrap_or_default();
+                    tls = self
+                        .tls(t, "consul.tls", &CONSUL_TLS_KEYS)
+                        .unwrap_or_default();
                 }
                 if !scheme.is_empty() {
                     scheme = scheme.to_lowercase();
@@ -620,19 +662,72 @@ impl Decoder<'_, '_> {
         })
     }
 
-    fn tls(&mut self, v: &Spanned) -> Option<TlsConfig> {
-        let f = self.fields(
-            v,
-            "consul.tls",
-            &[
-                "cafile",
-                "capath",
-                "clientcert",
-                "clientkey",
-                "servername",
-                "verify",
-            ],
-        )?;
+    /// `etcd: {endpoints, prefix, username, password, tls}`; `ETCD_ENDPOINTS`
+    /// (comma-separated) replaces the configured endpoints when set.
+    fn etcd(&mut self, v: &Spanned) -> Option<EtcdConfig> {
+        let keys = ["endpoints", "prefix", "username", "password", "tls"];
+        let f = self.fields(v, "etcd", &keys)?;
+        let mut endpoints = match f.get("endpoints") {
+            Some(e) => self
+                .strings(e, &f.path("endpoints"), true)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut line = f.line_of("endpoints");
+        let mut origin = "";
+        if let Some(list) = self.env_var("ETCD_ENDPOINTS") {
+            endpoints = list
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+            line = v.line;
+            origin = " (from ETCD_ENDPOINTS)";
+        }
+        let mut urls = Vec::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            match etcd_endpoint(e) {
+                Ok(url) => urls.push(url),
+                Err(msg) => {
+                    let path = format!("{}[{i}]", f.path("endpoints"));
+                    self.err(&path, line, format!("{msg}{origin}"));
+                }
+            }
+        }
+        if urls.is_empty() && endpoints.is_empty() {
+            urls.push(DEFAULT_ETCD_ENDPOINT.to_string());
+        }
+        let prefix = match self.string_field(&f, "prefix") {
+            Some(p) if !p.trim_end_matches('/').is_empty() => p.trim_end_matches('/').to_string(),
+            Some(p) if !p.is_empty() => String::new(),
+            _ => DEFAULT_ETCD_PREFIX.to_string(),
+        };
+        let username = self.string_field(&f, "username").filter(|s| !s.is_empty());
+        let password = self.string_field(&f, "password").filter(|s| !s.is_empty());
+        if username.is_some() != password.is_some() {
+            let (name, other) = if username.is_some() {
+                ("password", "username")
+            } else {
+                ("username", "password")
+            };
+            let msg = format!("must be set when '{other}' is set");
+            self.err(&f.path(name), f.line_of(other), msg);
+        }
+        let tls = match f.get("tls") {
+            Some(t) => self.tls(t, "etcd.tls", &ETCD_TLS_KEYS).unwrap_or_default(),
+            None => TlsConfig::default(),
+        };
+        Some(EtcdConfig {
+            endpoints: urls,
+            prefix,
+            username,
+            password,
+            tls,
+        })
+    }
+
+    fn tls(&mut self, v: &Spanned, path: &str, keys: &[&'static str]) -> Option<TlsConfig> {
+        let f = self.fields(v, path, keys)?;
         let text = |d: &mut Self, name| d.string_field(&f, name).filter(|s| !s.is_empty());
         Some(TlsConfig {
             cafile: text(self, "cafile"),
@@ -1091,7 +1186,7 @@ impl Decoder<'_, '_> {
 
     // ----- watches -----
 
-    fn watches(&mut self, v: &Spanned) -> Vec<WatchConfig> {
+    fn watches(&mut self, v: &Spanned, etcd_on: bool) -> Vec<WatchConfig> {
         let Value::Array(items) = &v.value else {
             self.expected("watches", v, "an array");
             return Vec::new();
@@ -1122,6 +1217,10 @@ impl Decoder<'_, '_> {
             let interval = self.positive_int(&f, "interval").unwrap_or(1);
             let tag = self.string_field(&f, "tag").filter(|s| !s.is_empty());
             let dc = self.string_field(&f, "dc").filter(|s| !s.is_empty());
+            if etcd_on && dc.is_some() {
+                let msg = "'dc' is a Consul datacenter and does not apply to etcd; remove it";
+                self.err(&f.path("dc"), f.line_of("dc"), msg);
+            }
             watches.push(WatchConfig {
                 name,
                 interval: Duration::from_secs(interval.into()),
@@ -1786,6 +1885,38 @@ mod tests {
                 include_str!("../../tests/fixtures/config/invalid/consul-tls-verify.json5"),
             ),
             (
+                "etcd-with-consul",
+                include_str!("../../tests/fixtures/config/invalid/etcd-with-consul.json5"),
+            ),
+            (
+                "etcd-type",
+                include_str!("../../tests/fixtures/config/invalid/etcd-type.json5"),
+            ),
+            (
+                "etcd-unknown-key",
+                include_str!("../../tests/fixtures/config/invalid/etcd-unknown-key.json5"),
+            ),
+            (
+                "etcd-endpoint-scheme",
+                include_str!("../../tests/fixtures/config/invalid/etcd-endpoint-scheme.json5"),
+            ),
+            (
+                "etcd-endpoint-path",
+                include_str!("../../tests/fixtures/config/invalid/etcd-endpoint-path.json5"),
+            ),
+            (
+                "etcd-password-missing",
+                include_str!("../../tests/fixtures/config/invalid/etcd-password-missing.json5"),
+            ),
+            (
+                "etcd-tls-unknown-key",
+                include_str!("../../tests/fixtures/config/invalid/etcd-tls-unknown-key.json5"),
+            ),
+            (
+                "etcd-watch-dc",
+                include_str!("../../tests/fixtures/config/invalid/etcd-watch-dc.json5"),
+            ),
+            (
                 "logging-level",
                 include_str!("../../tests/fixtures/config/invalid/logging-level.json5"),
             ),
@@ -2195,6 +2326,7 @@ mod tests {
             c,
             Config {
                 consul: None,
+                etcd: None,
                 logging: LoggingConfig::default(),
                 stop_timeout: secs(5),
                 jobs: Vec::new(),
@@ -2336,6 +2468,129 @@ mod tests {
         assert!(is_metric_name("_x"));
         assert!(!is_metric_name("9x"));
         assert!(!is_metric_name(""));
+    }
+
+    // ----- etcd -----
+
+    fn etcd_of(src: &str, vars: &[(&str, &str)]) -> EtcdConfig {
+        match load_with(src, vars) {
+            Ok(c) => c.etcd.expect("etcd section"),
+            Err(errs) => panic!("unexpected errors: {errs:#?}"),
+        }
+    }
+
+    #[test]
+    fn etcd_defaults() {
+        let e = etcd_of("{etcd: {}}", &[]);
+        assert_eq!(
+            e,
+            EtcdConfig {
+                endpoints: strings(&["http://127.0.0.1:2379"]),
+                prefix: "/containerpilot".into(),
+                username: None,
+                password: None,
+                tls: TlsConfig::default(),
+            }
+        );
+        assert_eq!(load("{etcd: {}}").consul, None);
+        assert_eq!(load("{consul: 'c:1'}").etcd, None);
+        assert_eq!(load("{etcd: null}").etcd, None);
+    }
+
+    #[test]
+    fn etcd_full_object() {
+        let e = etcd_of(
+            "{etcd: {Endpoints: ['http://e1:2379', 'https://e2:2379/', 'e3:2379'],
+                     prefix: '/cp/prod/', username: 'cp', password: 'pw',
+                     tls: {cafile: '/ca.pem', clientcert: '/c.pem', clientkey: '/k.pem', verify: 'false'}}}",
+            &[],
+        );
+        assert_eq!(
+            e,
+            EtcdConfig {
+                endpoints: strings(&["http://e1:2379", "https://e2:2379", "http://e3:2379"]),
+                prefix: "/cp/prod".into(),
+                username: Some("cp".into()),
+                password: Some("pw".into()),
+                tls: TlsConfig {
+                    cafile: Some("/ca.pem".into()),
+                    capath: None,
+                    clientcert: Some("/c.pem".into()),
+                    clientkey: Some("/k.pem".into()),
+                    servername: None,
+                    verify: Some(false),
+                },
+            }
+        );
+        // a single string is one endpoint; "/" puts the keys at the root
+        let e = etcd_of("{etcd: {endpoints: 'http://solo:4001', prefix: '/'}}", &[]);
+        assert_eq!(e.endpoints, strings(&["http://solo:4001"]));
+        assert_eq!(e.prefix, "");
+    }
+
+    #[test]
+    fn etcd_endpoints_env_override() {
+        let vars = [("ETCD_ENDPOINTS", "http://a:1, b:2,,https://c:3")];
+        let e = etcd_of("{etcd: {endpoints: ['http://file:2379']}}", &vars);
+        assert_eq!(
+            e.endpoints,
+            strings(&["http://a:1", "http://b:2", "https://c:3"])
+        );
+        // empty variable: the file's list stays
+        let e = etcd_of(
+            "{etcd: {endpoints: ['http://file:2379']}}",
+            &[("ETCD_ENDPOINTS", "")],
+        );
+        assert_eq!(e.endpoints, strings(&["http://file:2379"]));
+        // the variable alone never creates an etcd section
+        let c = load_with("{}", &vars).expect("loads");
+        assert_eq!(c.etcd, None);
+        let errs = match load_with("{\netcd: {}}", &[("ETCD_ENDPOINTS", "ftp://x")]) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        };
+        assert_eq!(
+            errs,
+            ["line 2: etcd.endpoints[0]: 'ftp://x' must be an http:// or https:// URL (from ETCD_ENDPOINTS)"]
+        );
+    }
+
+    #[test]
+    fn etcd_errors_all_reported() {
+        assert_eq!(
+            errors(
+                "{etcd: {endpoints: ['http://a b:1', 'https://'], password: 'pw', tls: 3},
+                  watches: [{name: 'db', interval: 2, dc: 'x'}, {name: 'web', interval: 2}]}"
+            ),
+            [
+                "line 1: etcd.endpoints[0]: 'http://a b:1' is not a valid endpoint (want scheme://host:port)",
+                "line 1: etcd.endpoints[1]: 'https://' is not a valid endpoint (want scheme://host:port)",
+                "line 1: etcd.username: must be set when 'password' is set",
+                "line 1: etcd.tls: expected an object, got a number",
+                "line 2: watches[0].dc: 'dc' is a Consul datacenter and does not apply to etcd; remove it",
+            ]
+        );
+        // with Consul, dc stays valid
+        let c = load("{consul: 'c:1', watches: [{name: 'db', interval: 2, dc: 'x'}]}");
+        assert_eq!(c.watches[0].dc.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn etcd_endpoint_forms() {
+        assert_eq!(etcd_endpoint("http://h:1"), Ok("http://h:1".to_string()));
+        assert_eq!(
+            etcd_endpoint(" https://h:1/ "),
+            Ok("https://h:1".to_string())
+        );
+        assert_eq!(etcd_endpoint("h:1"), Ok("http://h:1".to_string()));
+        assert_eq!(
+            etcd_endpoint("unix://sock"),
+            Err("'unix://sock' must be an http:// or https:// URL".to_string())
+        );
+        assert_eq!(
+            etcd_endpoint(""),
+            Err("'' is not a valid endpoint (want scheme://host:port)".to_string())
+        );
     }
 
     // ----- consul -----

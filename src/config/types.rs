@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Config {
     /// `None` when the config has no `consul` key (runs catalog-free, SPEC §2.10).
     pub consul: Option<ConsulConfig>,
+    /// `None` when the config has no `etcd` key; never set together with `consul`.
+    pub etcd: Option<EtcdConfig>,
     pub logging: LoggingConfig,
     /// Top-level `stopTimeout`: how long shutdown waits before SIGKILL (default 5 s;
     /// 0 in the file means 5 s; negative means "kill at once").
@@ -126,6 +128,19 @@ pub struct ConsulConfig {
     /// `http` or `https`.
     pub scheme: String,
     pub token: Option<String>,
+    pub tls: TlsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Full base URLs (`http://host:port`), tried in this order.
+    pub endpoints: Vec<String>,
+    /// Key prefix without a trailing slash (default `/containerpilot`).
+    pub prefix: String,
+    /// Set together with `password` (the loader checks).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Used for `https://` endpoints; `capath` and `servername` stay unset.
     pub tls: TlsConfig,
 }
 

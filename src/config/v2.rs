@@ -667,6 +667,7 @@ impl Translator<'_, '_> {
     fn config(&mut self, root: &Spanned, main: Option<&[String]>) -> Config {
         let mut config = Config {
             consul: None,
+            etcd: None,
             logging: LoggingConfig::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             jobs: Vec::new(),

@@ -28,13 +28,8 @@ pub(super) struct CatalogState {
 
 impl CatalogState {
     pub fn new(cfg: &Config, waker: std::sync::Arc<mio::Waker>) -> Result<CatalogState, String> {
-        let client = match &cfg.consul {
-            Some(c) => Some(
-                Catalog::start(c, waker, crate::catalog::DEFAULT_TIMEOUT)
-                    .map_err(|e| format!("catalog: {e}"))?,
-            ),
-            None => None,
-        };
+        let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT)
+            .map_err(|e| format!("catalog: {e}"))?;
         Ok(CatalogState {
             client,
             hostname: crate::catalog::hostname(),
@@ -217,17 +212,14 @@ impl Runtime {
 
     /// A reload may change the catalog address or the watches.
     pub(super) fn reload_catalog(&mut self, new: &Config, now: Instant) -> Result<(), String> {
-        if new.consul != self.cfg.consul {
+        if new.consul != self.cfg.consul || new.etcd != self.cfg.etcd {
             if let Some(old) = self.catalog.client.take() {
                 old.shutdown(Duration::from_secs(2));
             }
             self.registered.clear();
-            if let Some(c) = &new.consul {
-                self.catalog.client = Some(
-                    Catalog::start(c, self.waker.clone(), crate::catalog::DEFAULT_TIMEOUT)
-                        .map_err(|e| format!("catalog: {e}"))?,
-                );
-            }
+            self.catalog.client =
+                Catalog::start_for(new, self.waker.clone(), crate::catalog::DEFAULT_TIMEOUT)
+                    .map_err(|e| format!("catalog: {e}"))?;
         }
         // Watches restart with fresh state: the first poll reports what it finds.
         self.stop_watches();

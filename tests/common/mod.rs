@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod consul_double;
+pub mod etcd;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
