@@ -28,6 +28,9 @@ pub fn main(args: Vec<String>) -> i32 {
         Command::Validate => validate(cli.config.as_deref(), &env),
         Command::Convert => convert(cli.config.as_deref(), &env),
         Command::Run => {
+            // Until the loop's handlers are installed, a SIGTERM would kill us with
+            // the default action (or, as PID 1, be dropped): hold signals pending.
+            crate::runtime::block_signals();
             env.insert("CONTAINERPILOT_PID".into(), std::process::id().to_string());
             let app = config::MainApp {
                 args: cli.app,

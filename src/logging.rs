@@ -13,6 +13,8 @@ struct Sink {
     format: LogFormat,
     output: LogOutput,
     file: Option<File>,
+    /// The last write to the log file failed (reported once).
+    write_failed: bool,
 }
 
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
@@ -76,6 +78,7 @@ pub fn init_default() {
                 format: LogFormat::Default,
                 output: LogOutput::Stdout,
                 file: None,
+                write_failed: false,
             });
         }
     }
@@ -123,6 +126,7 @@ pub fn configure(cfg: &LoggingConfig) -> Result<(), LogFileError> {
             format: cfg.format,
             output: cfg.output.clone(),
             file,
+            write_failed: false,
         });
     }
     Ok(())
@@ -174,11 +178,23 @@ fn emit_fields(level: LogLevel, field: Option<(&str, &str)>, pid: Option<u32>, m
     match g.as_mut() {
         Some(Sink {
             file: Some(f),
-            output: LogOutput::File(_),
+            output: LogOutput::File(path),
+            write_failed,
             ..
-        }) => {
-            let _ = f.write_all(line.as_bytes());
-        }
+        }) => match f.write_all(line.as_bytes()) {
+            // A full disk must not take PID 1 down; say so once, on stderr,
+            // and again only after writing has worked in between.
+            Err(e) if !*write_failed => {
+                *write_failed = true;
+                let _ = writeln!(
+                    io::stderr(),
+                    "containerpilot: cannot write to log file {}: {e} (further failures are not reported)",
+                    path.display()
+                );
+            }
+            Err(_) => {}
+            Ok(()) => *write_failed = false,
+        },
         Some(Sink {
             output: LogOutput::Stderr,
             ..

@@ -155,6 +155,7 @@ enum State {
 #[derive(Debug)]
 pub struct Conn {
     limits: Limits,
+    activity: u64,
     input: Vec<u8>,
     output: Vec<u8>,
     out_pos: usize,
@@ -171,6 +172,7 @@ impl Conn {
     pub fn new(limits: Limits) -> Conn {
         Conn {
             limits,
+            activity: 0,
             input: Vec::new(),
             output: Vec::new(),
             out_pos: 0,
@@ -194,6 +196,7 @@ impl Conn {
                 Ok(0) => return self.on_eof(),
                 Ok(n) => {
                     total += n;
+                    self.activity += n as u64;
                     self.needs_input = false;
                     // After a closing response, drain what the client still sends so the
                     // kernel does not reset the connection before it reads our answer.
@@ -257,7 +260,10 @@ impl Conn {
         while self.out_pos < self.output.len() {
             match w.write(&self.output[self.out_pos..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.activity += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
@@ -294,7 +300,15 @@ impl Conn {
             && self.ready.is_none()
     }
 
-    fn input_full(&self) -> bool {
+    /// Bytes moved in either direction so far: a caller's idle clock should only
+    /// restart when this changes.
+    pub fn activity(&self) -> u64 {
+        self.activity
+    }
+
+    /// The input buffer is at its bound: reading resumes only once responses
+    /// drain (the peer reads), so this is not a reason to poll again at once.
+    pub fn input_full(&self) -> bool {
         // One maximal request plus a read's worth of the next; chunked framing is
         // consumed as it is decoded, so this bound holds for it as well.
         self.input.len() >= self.limits.max_head + self.limits.max_body + READ_CHUNK

@@ -71,6 +71,12 @@ impl Runtime {
         };
         // Once shutdown has begun, services only leave the catalog.
         let leaving = self.shutting_down || !self.catalog.draining.is_empty();
+        // A registration may be on the wire when SIGTERM comes: count it as
+        // registered from the moment it is sent, so the shutdown sweep takes it
+        // out too (deregistering an unknown ID is harmless).
+        if matches!(a, Action::Register(_) | Action::Heartbeat) && !leaving {
+            self.registered.insert(service.id.clone());
+        }
         let req = match a {
             Action::Register(status) if !leaving => Request::Register { service, status },
             Action::Heartbeat if !leaving => Request::Heartbeat { service },
@@ -99,6 +105,8 @@ impl Runtime {
             return;
         }
         self.shutting_down = true;
+        // Jobs a reload was about to start again are not started any more.
+        self.pending.clear();
         let ids: Vec<String> = match &self.catalog.client {
             Some(_) => self.registered.iter().cloned().collect(),
             None => Vec::new(),

@@ -207,6 +207,11 @@ impl Runtime {
     }
 
     pub(super) fn reload_from_file(&mut self) -> Response {
+        if self.shutting_down {
+            // Jobs are stopping for good; restarting them now would keep the
+            // daemon from ever exiting.
+            return Response::text(503, "shutting down: reload refused\n");
+        }
         match crate::config::load_with(&self.config_path, &self.env, &self.app) {
             Ok(cfg) => match self.reload(cfg) {
                 Ok(()) => {
@@ -322,7 +327,7 @@ impl Runtime {
 
     /// Start jobs from a reload whose previous version has fully stopped.
     pub(super) fn install_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.shutting_down {
             return;
         }
         let now = Instant::now();

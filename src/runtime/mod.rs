@@ -109,6 +109,29 @@ pub struct Runtime {
     warned_no_catalog: HashSet<usize>,
 }
 
+const HANDLED: [Signal; 6] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn handled_set() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in HANDLED {
+        set.add(s);
+    }
+    set
+}
+
+/// Hold the signals we handle pending from the first moment of a daemon run;
+/// `Runtime::new` releases them once its handlers are in place.
+pub fn block_signals() {
+    let _ = handled_set().thread_block();
+}
+
 impl Runtime {
     pub fn new(
         cfg: Config,
@@ -123,6 +146,9 @@ impl Runtime {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| RunError(format!("cannot watch signals: {e}")))?;
+        // Handlers are in place: anything that arrived during start-up is
+        // delivered now and read on the first turn of the loop.
+        let _ = handled_set().thread_unblock();
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
                 .map_err(|e| RunError(format!("cannot create waker: {e}")))?,

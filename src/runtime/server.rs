@@ -54,6 +54,21 @@ struct Client {
     last: Instant,
     /// Read budget ran out: come back without waiting for readiness.
     paused: bool,
+    /// Since when a request has been half-received or a response half-sent: an
+    /// exchange must finish within `IDLE`, so trickling bytes (slowloris) does not
+    /// keep a connection alive.
+    busy_since: Option<Instant>,
+}
+
+impl Client {
+    /// Idle time counts from the last byte moved, or from the start of an
+    /// exchange that has not finished, whichever is earlier.
+    fn deadline_base(&self) -> Instant {
+        match self.busy_since {
+            Some(b) if b < self.last => b,
+            _ => self.last,
+        }
+    }
 }
 
 /// One listener and its clients. Tokens for clients are `base + n`.
@@ -160,6 +175,7 @@ impl Server {
                     conn: Conn::new(Limits::default()),
                     last: now,
                     paused: true, // read at once: data may have arrived before registration
+                    busy_since: None,
                 },
             );
         }
@@ -176,11 +192,12 @@ impl Server {
         let Some(c) = self.clients.get_mut(&t) else {
             return;
         };
+        let before = c.conn.activity();
         let outcome = c.conn.read_from(&mut c.stream);
-        c.paused = outcome == ReadOutcome::Paused;
-        let mut progressed = false;
+        // A full input buffer waits for the peer to read our responses (a
+        // writable event), not for another turn of the loop.
+        c.paused = outcome == ReadOutcome::Paused && !c.conn.input_full();
         while let Some(r) = c.conn.next_request() {
-            progressed = true;
             let resp = match r {
                 Ok(req) => route(req),
                 Err(resp) => resp,
@@ -188,14 +205,18 @@ impl Server {
             c.conn.respond(resp);
         }
         let mut broken = false;
-        if c.conn.wants_write() {
-            match c.conn.write_to(&mut c.stream) {
-                Ok(_) => progressed = true,
-                Err(_) => broken = true,
-            }
+        if c.conn.wants_write() && c.conn.write_to(&mut c.stream).is_err() {
+            broken = true;
         }
-        if progressed || outcome != ReadOutcome::Open {
+        // Only bytes moved count as activity: a client that never reads its
+        // responses still times out.
+        if c.conn.activity() != before {
             c.last = now;
+        }
+        if c.conn.is_idle() {
+            c.busy_since = None;
+        } else if c.busy_since.is_none() {
+            c.busy_since = Some(now);
         }
         if broken || outcome == ReadOutcome::Closed || c.conn.finished() {
             self.drop_client(reg, t);
@@ -226,13 +247,16 @@ impl Server {
         let stale: Vec<Token> = self
             .clients
             .iter()
-            .filter(|(_, c)| now.duration_since(c.last) >= IDLE)
+            .filter(|(_, c)| now.duration_since(c.deadline_base()) >= IDLE)
             .map(|(t, _)| *t)
             .collect();
         for t in stale {
             self.drop_client(reg, t);
         }
-        self.clients.values().map(|c| c.last + IDLE).min()
+        self.clients
+            .values()
+            .map(|c| c.deadline_base() + IDLE)
+            .min()
     }
 
     pub fn len(&self) -> usize {
