@@ -414,7 +414,31 @@ fn a_2x_config_and_its_conversion_behave_the_same() {
         1,
     );
     let v3 = d.write("app.json5", &converted);
-    let run_one = |cfg: &Path, sock: Option<PathBuf>| -> (String, serde_json::Value) {
+    // what reached the catalog while it ran: service ID → (name, address, port)
+    let catalog = |c: &ConsulDouble| -> Vec<(String, String, String, u64)> {
+        c.services()
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(id, v)| {
+                        (
+                            id.clone(),
+                            v["Service"].as_str().unwrap_or_default().to_string(),
+                            v["Address"].as_str().unwrap_or_default().to_string(),
+                            v["Port"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let run_one = |cfg: &Path,
+                   sock: Option<PathBuf>|
+     -> (
+        String,
+        serde_json::Value,
+        Vec<(String, String, String, u64)>,
+    ) {
         let mut cp = shim(cfg, &["sleep", "30"]);
         std::thread::sleep(Duration::from_millis(3500));
         let status = sock
@@ -422,34 +446,32 @@ fn a_2x_config_and_its_conversion_behave_the_same() {
                 serde_json::from_str(&control(&s, "GET", "/v3/status", None).1).unwrap_or_default()
             })
             .unwrap_or_default();
+        let registered = catalog(&consul);
         cp.stop();
-        (cp.log(), status)
+        (cp.log(), status, registered)
     };
-    let (log2, _) = run_one(&v2, None);
-    let ids_after_v2: Vec<String> = consul
-        .requests()
-        .iter()
-        .map(|(m, p, _)| format!("{m} {p}"))
-        .collect();
-    let (log3, status3) = run_one(&v3, Some(d.path("c.sock")));
-    let ids_after_v3: Vec<String> = consul
-        .requests()
-        .iter()
-        .skip(ids_after_v2.len())
-        .map(|(m, p, _)| format!("{m} {p}"))
-        .collect();
+    let (log2, _, reg2) = run_one(&v2, None);
+    let (log3, status3, reg3) = run_one(&v3, Some(d.path("c.sock")));
+    let e2 = event_set(&log2);
+    for e in [
+        "{Startup global}",
+        "{ExitSuccess preStart}",
+        "{StatusHealthy web}",
+        "{ExitSuccess tick}",
+        "{Stopped app}",
+    ] {
+        assert!(e2.contains(e), "{e} missing from {e2:?}");
+    }
     assert_eq!(
-        event_set(&log2),
+        e2,
         event_set(&log3),
         "same events\n--- 2.x:\n{log2}\n--- converted:\n{log3}"
     );
-    // same catalog traffic (register/heartbeat/deregister of the same IDs, same queries)
-    let kinds = |v: &[String]| -> std::collections::BTreeSet<String> {
-        v.iter()
-            .map(|r| r.split('?').next().unwrap_or_default().to_string())
-            .collect()
-    };
-    assert_eq!(kinds(&ids_after_v2), kinds(&ids_after_v3));
+    // the same services reached the catalog (2.x registers its check the 2.x way,
+    // the conversion the 3.x way: that is the point of converting)
+    assert!(!reg2.is_empty());
+    assert_eq!(reg2, reg3);
+    assert!(catalog(&consul).is_empty(), "both deregistered on stop");
     let names: Vec<&str> = status3["Jobs"]
         .as_array()
         .map(|a| a.iter().filter_map(|j| j["Name"].as_str()).collect())
@@ -465,4 +487,56 @@ fn a_2x_config_and_its_conversion_behave_the_same() {
     ] {
         assert!(names.contains(&j), "{j} missing from {names:?}");
     }
+}
+
+#[test]
+fn services_register_with_the_2x_payload_shape() {
+    let consul = ConsulDouble::start();
+    let d = TempDir::new("v2-payload");
+    let cfg = d.write(
+        "app.json",
+        &format!(
+            r#"{{ "consul": "{addr}",
+                  "services": [ {{ "name": "web", "port": 8080, "health": "true", "poll": 1, "ttl": 5,
+                                   "interfaces": ["lo"], "tags": ["v2"] }} ] }}"#,
+            addr = consul.addr()
+        ),
+    );
+    let mut cp = shim(&cfg, &["sleep", "30"]);
+    let web = format!("web-{}", containerpilot::catalog::hostname());
+    // the check is named after the service ID (3.x uses `service:<ID>`)
+    assert!(
+        wait_until(6 * SEC, || consul.check_status(&web).as_deref()
+            == Some("passing")),
+        "{}",
+        cp.log()
+    );
+    assert_eq!(consul.check_status(&format!("service:{web}")), None);
+    let checks = consul.checks();
+    assert_eq!(checks[&web]["Notes"], "TTL for web set by containerpilot");
+    assert_eq!(checks[&web]["ServiceID"], web.as_str());
+    assert_eq!(consul.services()[&web]["Tags"], serde_json::json!(["v2"]));
+    let reqs = consul.requests();
+    assert!(reqs
+        .iter()
+        .any(|(m, p, _)| m == "PUT" && p == "/v1/agent/check/register"));
+    assert!(reqs
+        .iter()
+        .any(|(m, p, _)| m == "PUT" && *p == format!("/v1/agent/check/pass/{web}?note=ok")));
+    assert!(!reqs
+        .iter()
+        .any(|(_, p, _)| p.starts_with("/v1/agent/check/update/")));
+    // an agent that forgot everything gets the service and its check back
+    consul.restart();
+    assert!(
+        wait_until(4 * SEC, || consul.check_status(&web).as_deref()
+            == Some("passing")),
+        "{}",
+        cp.log()
+    );
+    cp.stop();
+    assert!(
+        consul.services().get(&web).is_none(),
+        "deregistered on SIGTERM"
+    );
 }

@@ -11,6 +11,10 @@ pub struct ConsulClient {
     /// `scheme://host:port`, no trailing slash.
     base: String,
     token: Option<String>,
+    /// 2.x style (a translated 2.x config): the service is registered without an
+    /// inline check, the TTL check is registered on its own with the service ID as
+    /// its ID, and heartbeats use the legacy pass endpoint.
+    legacy_checks: bool,
 }
 
 impl ConsulClient {
@@ -31,10 +35,28 @@ impl ConsulClient {
             agent: builder.build(),
             base: format!("{scheme}://{}", cfg.address.trim_end_matches('/')),
             token: cfg.token.clone().filter(|t| !t.is_empty()),
+            legacy_checks: false,
         })
     }
 
+    /// Switch to 2.x-style checks (see `legacy_checks`).
+    pub fn with_legacy_checks(mut self, on: bool) -> ConsulClient {
+        self.legacy_checks = on;
+        self
+    }
+
     pub fn register(&self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
+        if self.legacy_checks {
+            let mut body = registration_payload(s, status);
+            if let Some(o) = body.as_object_mut() {
+                o.remove("Check");
+            }
+            let req = self.request("PUT", "/v1/agent/service/register");
+            send(req, Some(&body.to_string()))?;
+            let check = legacy_check_payload(s).to_string();
+            let req = self.request("PUT", "/v1/agent/check/register");
+            return send(req, Some(&check)).map(drop);
+        }
         let body = registration_payload(s, status).to_string();
         let req = self.request("PUT", "/v1/agent/service/register");
         send(req, Some(&body)).map(drop)
@@ -42,6 +64,10 @@ impl ConsulClient {
 
     /// Marks the TTL check `service:<id>` passing.
     pub fn pass_ttl(&self, id: &str) -> Result<(), CatalogError> {
+        if self.legacy_checks {
+            let path = format!("/v1/agent/check/pass/{}?note=ok", escape(id));
+            return send(self.request("PUT", &path), None).map(drop);
+        }
         let path = format!(
             "/v1/agent/check/update/{}",
             escape(&format!("service:{id}"))
@@ -136,6 +162,24 @@ pub fn registration_payload(s: &Service, status: CheckStatus) -> Value {
     }
     body.insert("Check".into(), Value::Object(check));
     Value::Object(body)
+}
+
+/// 2.x's separately registered TTL check: ID and Name are the service ID, no
+/// initial status (Consul starts it critical until the first pass).
+pub fn legacy_check_payload(s: &Service) -> Value {
+    let mut check = Map::new();
+    check.insert("ID".into(), json!(s.id));
+    check.insert("Name".into(), json!(s.id));
+    check.insert(
+        "Notes".into(),
+        json!(format!("TTL for {} set by containerpilot", s.name)),
+    );
+    check.insert("ServiceID".into(), json!(s.id));
+    check.insert("TTL".into(), json!(format!("{}s", s.ttl_secs)));
+    if let Some(after) = &s.deregister_critical_service_after {
+        check.insert("DeregisterCriticalServiceAfter".into(), json!(after));
+    }
+    Value::Object(check)
 }
 
 /// Reads `[{"Service": {"ID", "Address", "Port"}, ...}]`, the documented shape of

@@ -254,7 +254,10 @@ impl Catalog {
         timeout: Duration,
     ) -> Result<Option<Catalog>, CatalogError> {
         let backend = match (&cfg.consul, &cfg.etcd) {
-            (Some(c), _) => Backend::Consul(ConsulClient::new(c, timeout)?),
+            (Some(c), _) => Backend::Consul(
+                ConsulClient::new(c, timeout)?
+                    .with_legacy_checks(cfg.compat == crate::config::types::Compat::V2),
+            ),
             (None, Some(e)) => Backend::Etcd(EtcdClient::new(e, timeout)?),
             (None, None) => return Ok(None),
         };

@@ -511,6 +511,13 @@ fn route(shared: &Shared, req: &Parsed, token: Option<&str>) -> Answer {
         need("PUT").unwrap_or_else(|| deregister(&mut st, id))
     } else if let Some(id) = path.strip_prefix("/v1/agent/check/update/") {
         need("PUT").unwrap_or_else(|| update_check(&mut st, id, &body))
+    } else if path == "/v1/agent/check/register" {
+        need("PUT").unwrap_or_else(|| register_check(&mut st, &body))
+    } else if let Some(id) = path.strip_prefix("/v1/agent/check/pass/") {
+        // legacy endpoint (Consul ≤ 1.x still serves it): note becomes the output
+        let note = params.get("note").cloned().unwrap_or_default();
+        let body = serde_json::json!({ "Status": "passing", "Output": note }).to_string();
+        need("PUT").unwrap_or_else(|| update_check(&mut st, id, &body))
     } else if path == "/v1/agent/services" {
         need("GET").unwrap_or_else(|| Answer::json(agent_services(&st)))
     } else if path == "/v1/agent/checks" {
@@ -662,6 +669,33 @@ fn parse_check(c: &Map<String, Value>, svc: &Svc) -> Result<Check, String> {
         expires: now + ttl,
         deregister_after,
     })
+}
+
+/// `PUT /v1/agent/check/register`: a TTL check bound to an existing service.
+fn register_check(st: &mut State, body: &str) -> Answer {
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return Answer::error(400, &format!("Request decode failed: {e}")),
+    };
+    let Some(obj) = v.as_object() else {
+        return Answer::error(400, "Request decode failed: body is not a JSON object");
+    };
+    let service_id = text_field(obj, "ServiceID").unwrap_or_default();
+    let Some(svc) = st.services.get(&service_id).cloned() else {
+        return Answer::error(500, &format!("ServiceID {service_id:?} does not exist"));
+    };
+    let mut c = obj.clone();
+    if let Some(id) = obj.get("ID").cloned() {
+        c.insert("CheckID".into(), id);
+    }
+    match parse_check(&c, &svc) {
+        Ok(check) => {
+            st.checks.insert(check.id.clone(), check);
+            st.index += 1;
+            Answer::empty()
+        }
+        Err(e) => Answer::error(400, &e),
+    }
 }
 
 fn deregister(st: &mut State, id: &str) -> Answer {
