@@ -414,8 +414,9 @@ fn a_2x_config_and_its_conversion_behave_the_same() {
         1,
     );
     let v3 = d.write("app.json5", &converted);
-    // what reached the catalog while it ran: service ID → (name, address, port)
-    let catalog = |c: &ConsulDouble| -> Vec<(String, String, String, u64)> {
+    // what reached the catalog while it ran: (service ID, name, address, port)
+    type Registered = Vec<(String, String, String, u64)>;
+    let catalog = |c: &ConsulDouble| -> Registered {
         c.services()
             .as_object()
             .map(|m| {
