@@ -433,13 +433,8 @@ fn a_2x_config_and_its_conversion_behave_the_same() {
             })
             .unwrap_or_default()
     };
-    let run_one = |cfg: &Path,
-                   sock: Option<PathBuf>|
-     -> (
-        String,
-        serde_json::Value,
-        Vec<(String, String, String, u64)>,
-    ) {
+    type Outcome = (String, serde_json::Value, Registered);
+    let run_one = |cfg: &Path, sock: Option<PathBuf>| -> Outcome {
         let mut cp = shim(cfg, &["sleep", "30"]);
         std::thread::sleep(Duration::from_millis(3500));
         let status = sock
