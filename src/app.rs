@@ -35,6 +35,7 @@ pub fn main(args: Vec<String>) -> i32 {
             let app = config::MainApp {
                 args: cli.app,
                 name: cli.main_name,
+                prefer_v2: false,
             };
             run(cli.config.as_deref(), env, app)
         }

@@ -536,3 +536,42 @@ fn services_register_with_the_2x_payload_shape() {
         "deregistered on SIGTERM"
     );
 }
+
+#[test]
+fn a_2x_reload_to_shared_keys_only_stays_2x() {
+    let consul = ConsulDouble::start();
+    let d = TempDir::new("v2-shared");
+    let with_service = format!(
+        r#"{{ "consul": "{addr}", "services": [ {{ "name": "web", "port": 80, "health": "true", "poll": 1, "ttl": 5, "interfaces": ["lo"] }} ] }}"#,
+        addr = consul.addr()
+    );
+    let cfg = d.write("app.json", &with_service);
+    let mut cp = shim(&cfg, &["sleep", "30"]);
+    let web = format!("web-{}", containerpilot::catalog::hostname());
+    assert!(
+        wait_until(6 * SEC, || consul.services().get(&web).is_some()),
+        "{}",
+        cp.log()
+    );
+    // only `consul` left: still a 2.x config (a 3.x reading would make SIGHUP a job trigger)
+    std::fs::write(&cfg, format!(r#"{{ "consul": "{}" }}"#, consul.addr())).unwrap();
+    cp.signal(SIGHUP);
+    assert!(
+        wait_until(4 * SEC, || consul.services().get(&web).is_none()),
+        "{}",
+        cp.log()
+    );
+    std::fs::write(&cfg, &with_service).unwrap();
+    cp.signal(SIGHUP);
+    assert!(
+        wait_until(6 * SEC, || consul.services().get(&web).is_some()),
+        "second SIGHUP reloads too: {}",
+        cp.log()
+    );
+    assert!(
+        !cp.log().contains("reload on SIGHUP failed"),
+        "{}",
+        cp.log()
+    );
+    cp.stop();
+}

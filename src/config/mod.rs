@@ -86,6 +86,21 @@ pub struct MainApp {
     pub args: Vec<String>,
     /// Job name for a 3.x config (default `app`).
     pub name: Option<String>,
+    /// The running config is 2.x: a file with only keys both generations share
+    /// (`consul`, `logging`, ...) is read as 2.x too (a SIGHUP reload in 2.x mode).
+    pub prefer_v2: bool,
+}
+
+/// Keys only a 3.x config can have.
+const V3_ONLY_KEYS: [&str; 3] = ["jobs", "watches", "control"];
+
+fn has_v3_only_keys(root: &json5::Spanned) -> bool {
+    match &root.value {
+        json5::Value::Object(entries) => entries
+            .iter()
+            .any(|(k, _)| V3_ONLY_KEYS.contains(&k.name.as_str())),
+        _ => false,
+    }
 }
 
 fn with_env<T>(env: &BTreeMap<String, String>, f: impl FnOnce(&decode::LoadEnv) -> T) -> T {
@@ -115,7 +130,8 @@ fn parse_rendered_with(
         .map(|a| render(a, env))
         .collect::<Result<Vec<_>, _>>()?;
     let main = (!args.is_empty()).then_some(args.as_slice());
-    let is_v2 = v2::is_v2(&root).map_err(|e| LoadError::Invalid(vec![e]))?;
+    let is_v2 = v2::is_v2(&root).map_err(|e| LoadError::Invalid(vec![e]))?
+        || (app.prefer_v2 && !has_v3_only_keys(&root));
     with_env(env, |load_env| {
         if is_v2 {
             return v2::translate(&root, load_env, main).map_err(LoadError::Invalid);

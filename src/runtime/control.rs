@@ -212,7 +212,11 @@ impl Runtime {
             // daemon from ever exiting.
             return Response::text(503, "shutting down: reload refused\n");
         }
-        match crate::config::load_with(&self.config_path, &self.env, &self.app) {
+        let app = crate::config::MainApp {
+            prefer_v2: self.cfg.compat == crate::config::types::Compat::V2,
+            ..self.app.clone()
+        };
+        match crate::config::load_with(&self.config_path, &self.env, &app) {
             Ok(cfg) => match self.reload(cfg) {
                 Ok(()) => {
                     log::info!("control: reloaded app via control plane");
