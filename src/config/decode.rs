@@ -95,14 +95,14 @@ struct Decoder<'e, 'a> {
 
 /// The fields of one config object after key matching. Null values count as
 /// absent so that defaults stay in place.
-struct Fields<'v> {
-    path: String,
-    line: u32,
-    found: Vec<(&'static str, &'v Spanned)>,
+pub(super) struct Fields<'v> {
+    pub(super) path: String,
+    pub(super) line: u32,
+    pub(super) found: Vec<(&'static str, &'v Spanned)>,
 }
 
 impl<'v> Fields<'v> {
-    fn get(&self, name: &str) -> Option<&'v Spanned> {
+    pub(super) fn get(&self, name: &str) -> Option<&'v Spanned> {
         self.found
             .iter()
             .find(|(n, _)| *n == name)
@@ -110,17 +110,17 @@ impl<'v> Fields<'v> {
             .filter(|v| !matches!(v.value, Value::Null))
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(super) fn path(&self, name: &str) -> String {
         join(&self.path, name)
     }
 
     /// Line of a field's value, or of the object when the field is missing.
-    fn line_of(&self, name: &str) -> u32 {
+    pub(super) fn line_of(&self, name: &str) -> u32 {
         self.get(name).map_or(self.line, |v| v.line)
     }
 }
 
-fn join(base: &str, name: &str) -> String {
+pub(super) fn join(base: &str, name: &str) -> String {
     if base.is_empty() {
         name.to_string()
     } else {
@@ -128,7 +128,7 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -141,7 +141,7 @@ fn type_name(v: &Value) -> &'static str {
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, which mapstructure uses to turn
 /// numbers into strings.
-fn format_number(n: f64) -> String {
+pub(super) fn format_number(n: f64) -> String {
     if n.is_infinite() {
         return if n > 0.0 { "+Inf" } else { "-Inf" }.to_string();
     }
@@ -184,7 +184,7 @@ fn parse_go_int(s: &str) -> Option<i64> {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -193,7 +193,7 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 /// `^[a-z][a-zA-Z0-9-]+$`: Consul service names and watch names.
-fn is_service_name(s: &str) -> bool {
+pub(super) fn is_service_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('a'..='z'))
         && s.len() >= 2
@@ -201,7 +201,7 @@ fn is_service_name(s: &str) -> bool {
 }
 
 /// Prometheus metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn is_metric_name(s: &str) -> bool {
+pub(super) fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')

@@ -19,6 +19,9 @@
 //! coprocesses, the app) wait for `preStart`'s exitSuccess.
 
 use super::decode::{self, ConfigError, LoadEnv};
+use super::decode::{
+    format_number, is_metric_name, is_service_name, join, parse_go_bool, type_name, Fields,
+};
 use super::duration;
 use super::json5::{self, Spanned, Value};
 use super::types::*;
@@ -216,61 +219,11 @@ struct Translator<'e, 'a> {
     extras: Extras,
 }
 
-/// The fields of one object after case-insensitive key matching; null counts
-/// as absent.
-struct Fields<'v> {
-    path: String,
-    line: u32,
-    found: Vec<(&'static str, &'v Spanned)>,
-}
-
-impl<'v> Fields<'v> {
-    fn get(&self, name: &str) -> Option<&'v Spanned> {
-        self.found
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .filter(|v| !matches!(v.value, Value::Null))
-    }
-
-    fn path(&self, name: &str) -> String {
-        join(&self.path, name)
-    }
-
-    fn line_of(&self, name: &str) -> u32 {
-        self.get(name).map_or(self.line, |v| v.line)
-    }
-}
-
 /// Top-level pieces read before jobs are built.
 struct Hooks {
     pre_start: Option<(Vec<String>, u32)>,
     pre_stop: Option<(Vec<String>, u32)>,
     post_stop: Option<(Vec<String>, u32)>,
-}
-
-fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_string()
-    } else {
-        format!("{base}.{name}")
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Go's `%v` of a float64 for the values configs contain.
-fn format_number(n: f64) -> String {
-    format!("{n}")
 }
 
 /// Go's `fmt.Sprintf("%v")` of a decoded JSON value: 2.x formats non-string
@@ -320,29 +273,6 @@ fn parse_go_int(s: &str) -> Option<i64> {
     }
     let magnitude = i128::from_str_radix(&digits, radix).ok()?;
     i64::try_from(if neg { -magnitude } else { magnitude }).ok()
-}
-
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// `^[a-z][a-zA-Z0-9-]+$`: what 3.x requires of service and watch names (2.x
-/// only warned).
-fn is_service_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && s.len() >= 2
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn nanos(ns: i128) -> Duration {
