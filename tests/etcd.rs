@@ -466,3 +466,37 @@ fn credentials_log_in_and_the_token_is_used() {
     assert!(etcd.get_prefix("/containerpilot/").is_empty());
     bad.stop();
 }
+
+#[test]
+fn a_2x_etcd_config_registers_on_the_v3_layout() {
+    if !available("a_2x_etcd_config_registers_on_the_v3_layout") {
+        return;
+    }
+    let etcd = Etcd::single();
+    let d = TempDir::new("etcd-v2");
+    let cfg = d.write(
+        "app.json",
+        &format!(
+            r#"{{ "etcd": {{ "endpoints": [{:?}], "prefix": "/cp2" }},
+                  "services": [ {{ "name": "web", "port": 8080, "health": "true", "poll": 1, "ttl": 3, "interfaces": ["lo"] }} ] }}"#,
+            etcd.url(0)
+        ),
+    );
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("-config").arg(&cfg).args(["sleep", "30"]);
+    let mut cp = Daemon::start_with(&mut cmd);
+    let key = format!("/cp2/services/web/web-{}", host());
+    assert!(
+        wait_until(6 * SEC, || etcd.value(&key).is_some()),
+        "{}",
+        cp.log()
+    );
+    assert_eq!(
+        etcd.value(&key).map(|v| v["Port"].clone()),
+        Some(json!(8080))
+    );
+    let (st, _) = cp.stop();
+    // shim mode: the daemon exits with the application's code (sleep killed by SIGTERM)
+    assert_eq!(st.and_then(|s| s.code()), Some(143));
+    assert!(etcd.value(&key).is_none(), "deregistered on SIGTERM");
+}

@@ -629,6 +629,19 @@ impl Translator<'_, '_> {
         }
 
         self.discovery(top("consul"), top("etcd"), root.line, &mut config);
+        // The 2.x etcd block runs on our etcd backend (etcd's v3 API; 2.x's v2 keys
+        // layout is gone from current etcd, see README).
+        config.etcd = self
+            .extras
+            .etcd
+            .as_ref()
+            .map(|e| crate::config::types::EtcdConfig {
+                endpoints: e.endpoints.clone(),
+                prefix: e.prefix.clone(),
+                username: None,
+                password: None,
+                tls: Default::default(),
+            });
         if let Some(v) = present(top("logging")) {
             config.logging = self.logging(v);
         }
@@ -1743,13 +1756,9 @@ fn emit_discovery(o: &mut Out, config: &Config, extras: &Extras) {
     if let Some(e) = &extras.etcd {
         o.comment(
             1,
-            "2.x used etcd's v2 keys API: <prefix>/<service>/<service ID>/service.",
+            "2.x used etcd's v2 keys API (<prefix>/<service>/<service ID>); this runs on etcd's v3 API.",
         );
-        o.comment(
-            1,
-            "ContainerPilot 3 has no etcd backend; with an etcd-capable build use:",
-        );
-        o.comment(
+        o.line(
             1,
             &format!(
                 "etcd: {{endpoints: {}, prefix: {}}},",
