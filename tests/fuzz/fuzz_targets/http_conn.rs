@@ -9,8 +9,9 @@
 //!
 //! Checked: no panic, no endless loop, limits hold for every request handed out, error
 //! responses are 400/413/431, the output is exactly the sequence of responses we queued
-//! (plus interim 100 Continue), nothing follows a `Connection: close` response, and a
-//! connection whose peer closed ends once everything is answered.
+//! (plus interim 100 Continue), nothing follows a `Connection: close` response, a
+//! connection whose peer closed ends once everything is answered, and `activity()`
+//! counts exactly the bytes moved in both directions.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -22,6 +23,7 @@ use libfuzzer_sys::fuzz_target;
 struct Peer {
     chunks: VecDeque<Vec<u8>>,
     eof: bool,
+    sent: u64,
 }
 
 impl Read for Peer {
@@ -33,6 +35,7 @@ impl Read for Peer {
                 if n < c.len() {
                     self.chunks.push_front(c.split_off(n));
                 }
+                self.sent += n as u64;
                 Ok(n)
             }
             None if self.eof => Ok(0),
@@ -203,6 +206,7 @@ fuzz_target!(|data: &[u8]| {
     let mut peer = Peer {
         chunks,
         eof: flags & 0x20 != 0,
+        sent: 0,
     };
     let mut sink = Sink {
         got: Vec::new(),
@@ -256,6 +260,11 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => panic!("write to sink failed: {e}"),
             }
         }
+        assert_eq!(
+            conn.activity(),
+            peer.sent + sink.got.len() as u64,
+            "activity is not the bytes moved in both directions"
+        );
         if outcome == ReadOutcome::Closed || conn.finished() {
             break;
         }
