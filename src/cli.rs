@@ -239,7 +239,16 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
     } else if raw.reload {
         Command::Reload
     } else if let Some(m) = raw.maintenance.filter(|m| !m.is_empty()) {
-        Command::Maintenance(m == "enable")
+        // 3.8 took any other word as "disable"; a typo must not end maintenance.
+        match m.as_str() {
+            "enable" => Command::Maintenance(true),
+            "disable" => Command::Maintenance(false),
+            _ => {
+                return Err(UsageError(format!(
+                    "invalid value {m:?} for flag -maintenance: expected \"enable\" or \"disable\""
+                )))
+            }
+        }
     } else if !raw.putenv.is_empty() {
         Command::PutEnv(raw.putenv)
     } else if !raw.putmetric.is_empty() {
@@ -354,8 +363,13 @@ mod tests {
             Command::PutEnv(vec![("b".into(), Some("2".into()))])
         );
         assert_eq!(
-            p(&["-maintenance", "off"]).unwrap().command,
+            p(&["-maintenance", "disable"]).unwrap().command,
             Command::Maintenance(false)
+        );
+        let e = p(&["-maintenance", "off"]).unwrap_err();
+        assert!(
+            e.0.contains("-maintenance") && e.0.contains("\"off\""),
+            "{e}"
         );
         assert_eq!(p(&["-check"]).unwrap().command, Command::Validate);
     }

@@ -1,7 +1,6 @@
-//! https to the agent (built with `--features tls`): CA file verification, a
+//! https to the agent (TLS is part of every build): CA file verification, a
 //! wrong CA, `verify: false`, `servername`, bad TLS files. Certificates come
 //! from the `openssl` CLI; a small rustls server answers health queries.
-#![cfg(feature = "tls")]
 
 use containerpilot::catalog::{Catalog, Reply, Request};
 use containerpilot::config::types::{ConsulConfig, TlsConfig};

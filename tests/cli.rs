@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use std::path::Path;
+use std::time::Duration;
 
 fn fixtures(dir: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
@@ -199,4 +200,69 @@ fn validate_shows_syntax_errors_with_a_caret() {
         "{err}"
     );
     assert!(err.contains('^'), "{err}");
+}
+
+#[test]
+fn maintenance_takes_only_enable_or_disable() {
+    let d = TempDir::new("maint-word");
+    let sock = d.socket();
+    let cfg = d.write(
+        "c.json5",
+        &format!(
+            "{{ control: {{ socket: {:?} }}, jobs: [ {{ name: \"a\", exec: [\"sleep\", \"60\"] }} ] }}",
+            sock
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut daemon = Daemon::start(&cfg);
+    wait_ready(&sock);
+    assert_eq!(run(&["-config", c, "-maintenance", "enable"], &[]).0, 0);
+    for word in ["off", "Disable", "true"] {
+        let (code, out, err) = run(&["-config", c, "-maintenance", word], &[]);
+        assert_eq!(code, 2, "{word}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("-maintenance") && err.contains(&format!("{word:?}")),
+            "{err}"
+        );
+    }
+    // The daemon never heard of the typos: it is still in maintenance.
+    assert_eq!(
+        control(&sock, "POST", "/v3/maintenance/enable", None),
+        (200, "{\"updated\":false}".into())
+    );
+    assert!(daemon.stop().0.is_some_and(|s| s.success()));
+}
+
+#[test]
+fn no_catalog_notice_is_said_once_at_start_up() {
+    let d = TempDir::new("no-catalog");
+    let sock = d.socket();
+    // `web` would be registered but never turns healthy; `checked` is healthy but
+    // advertises no port, so it is never registered anyway.
+    let cfg = d.write(
+        "c.json5",
+        &format!(
+            "{{ control: {{ socket: {:?} }}, jobs: [
+              {{ name: \"web\", exec: [\"sleep\", \"60\"], port: 8080,
+                 health: {{ exec: [\"false\"], interval: 1, ttl: 5 }} }},
+              {{ name: \"checked\", exec: [\"sleep\", \"60\"],
+                 health: {{ exec: [\"true\"], interval: 1, ttl: 5 }} }} ] }}",
+            sock
+        ),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut daemon = Daemon::start(&cfg);
+    wait_ready(&sock);
+    let notice = "no catalog configured, service is not registered";
+    daemon.expect_log(&format!("web: {notice}"), Duration::from_secs(5));
+    // Health passes, a maintenance round trip and the shutdown are all catalog
+    // actions; none may repeat the notice or say it for `checked`.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(run(&["-config", c, "-maintenance", "enable"], &[]).0, 0);
+    assert_eq!(run(&["-config", c, "-maintenance", "disable"], &[]).0, 0);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(daemon.stop().0.is_some_and(|s| s.success()));
+    let log = daemon.log();
+    assert_eq!(log.matches(notice).count(), 1, "{log}");
 }

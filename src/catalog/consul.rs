@@ -236,15 +236,6 @@ pub fn escape(segment: &str) -> String {
     out
 }
 
-#[cfg(not(feature = "tls"))]
-fn with_tls(
-    _builder: ureq::AgentBuilder,
-    _cfg: &ConsulConfig,
-) -> Result<ureq::AgentBuilder, CatalogError> {
-    Err(CatalogError::TlsUnsupported)
-}
-
-#[cfg(feature = "tls")]
 fn with_tls(
     builder: ureq::AgentBuilder,
     cfg: &ConsulConfig,
@@ -252,7 +243,6 @@ fn with_tls(
     Ok(builder.tls_config(tls::client_config(&cfg.tls)?))
 }
 
-#[cfg(feature = "tls")]
 pub(super) mod tls {
     //! rustls set-up for https agents: CA file/dir, client certificate, server
     //! name override, and `verify: false` (SPEC §2.13: verification is on unless
@@ -562,20 +552,5 @@ mod tests {
     fn escape_keeps_colon_and_encodes_the_rest() {
         assert_eq!(escape("service:app-host1"), "service:app-host1");
         assert_eq!(escape("a b/c?d%"), "a%20b%2Fc%3Fd%25");
-    }
-
-    #[cfg(not(feature = "tls"))]
-    #[test]
-    fn https_without_tls_feature_is_a_clear_error() {
-        let cfg = ConsulConfig {
-            address: "consul:8501".into(),
-            scheme: "https".into(),
-            token: None,
-            tls: Default::default(),
-        };
-        let e = ConsulClient::new(&cfg, Duration::from_secs(1))
-            .err()
-            .expect("must fail");
-        assert_eq!(e.to_string(), "https needs a build with the `tls` feature");
     }
 }

@@ -517,15 +517,6 @@ pub fn decode(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-#[cfg(not(feature = "tls"))]
-fn with_tls(
-    _builder: ureq::AgentBuilder,
-    _cfg: &EtcdConfig,
-) -> Result<ureq::AgentBuilder, CatalogError> {
-    Err(CatalogError::TlsUnsupported)
-}
-
-#[cfg(feature = "tls")]
 fn with_tls(
     builder: ureq::AgentBuilder,
     cfg: &EtcdConfig,
@@ -751,14 +742,5 @@ mod tests {
         // nothing registered: a heartbeat asks for registration, deregistration is a no-op
         assert!(c.pass_ttl("api-h").expect_err("unknown").is_unknown_check());
         assert_eq!(c.deregister("api-h"), Ok(()));
-    }
-
-    #[cfg(not(feature = "tls"))]
-    #[test]
-    fn https_without_tls_feature_is_a_clear_error() {
-        let e = EtcdClient::new(&cfg(&["https://etcd:2379"]), Duration::from_secs(1))
-            .err()
-            .expect("must fail");
-        assert_eq!(e, CatalogError::TlsUnsupported);
     }
 }

@@ -130,8 +130,6 @@ pub enum Reply {
 /// Why a catalog call or the catalog set-up failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CatalogError {
-    /// The config asks for https but this binary was built without TLS.
-    TlsUnsupported,
     /// A TLS file could not be used.
     Tls { path: String, reason: String },
     /// A TLS setting could not be applied.
@@ -169,9 +167,6 @@ impl CatalogError {
 impl fmt::Display for CatalogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CatalogError::TlsUnsupported => {
-                f.write_str("https needs a build with the `tls` feature")
-            }
             CatalogError::Tls { path, reason } => write!(f, "TLS file {path}: {reason}"),
             CatalogError::TlsSetup(reason) => write!(f, "TLS setup failed: {reason}"),
             CatalogError::Transport(reason) => f.write_str(reason),
@@ -652,10 +647,6 @@ mod tests {
 
     #[test]
     fn error_messages() {
-        assert_eq!(
-            CatalogError::TlsUnsupported.to_string(),
-            "https needs a build with the `tls` feature"
-        );
         let e = CatalogError::Status {
             code: 500,
             body: "CheckID \"service:a-h\" does not have associated TTL".to_string(),

@@ -30,6 +30,19 @@ impl CatalogState {
     pub fn new(cfg: &Config, waker: std::sync::Arc<mio::Waker>) -> Result<CatalogState, String> {
         let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT)
             .map_err(|e| format!("catalog: {e}"))?;
+        // Said once here, not at each registration, maintenance change or shutdown.
+        if client.is_none() {
+            for job in cfg
+                .jobs
+                .iter()
+                .filter(|j| Service::from_job(j, "").is_some())
+            {
+                log::info!(
+                    "{}: no catalog configured, service is not registered",
+                    job.name
+                );
+            }
+        }
         Ok(CatalogState {
             client,
             hostname: crate::catalog::hostname(),
@@ -52,18 +65,6 @@ impl Runtime {
     /// A job's Register/Heartbeat/Deregister action.
     pub(super) fn catalog_action(&mut self, job: usize, a: Action) {
         if self.catalog.client.is_none() {
-            if self
-                .cfg
-                .jobs
-                .iter()
-                .any(|c| c.name == self.jobs[job].cfg.name)
-                && self.warned_no_catalog.insert(job)
-            {
-                log::info!(
-                    "{}: no catalog configured, service is not registered",
-                    self.jobs[job].name()
-                );
-            }
             return;
         }
         let Some(service) = self.service(job) else {

@@ -106,7 +106,6 @@ pub struct Runtime {
     /// The latest process group of each job's exec and check, SIGKILLed on the
     /// way out as 3.8 did, so leftovers in those groups do not outlive us.
     groups: HashMap<(usize, ProcKind), i32>,
-    warned_no_catalog: HashSet<usize>,
 }
 
 const HANDLED: [Signal; 6] = [
@@ -236,7 +235,6 @@ impl Runtime {
             maintenance: false,
             pending: Vec::new(),
             groups: HashMap::new(),
-            warned_no_catalog: HashSet::new(),
         })
     }
 
