@@ -1,10 +1,30 @@
-//! Loading a config: read the file, render it as a Go template over the
-//! environment, parse JSON5, decode and validate into `types::Config`.
+//! Loading a config, from `-config` to the [`Config`] the runtime runs:
+//!
+//! ```text
+//!  read        the file, a file:// URL, or (2.x) inline JSON        read()
+//!   │
+//!  render      Go text/template over the environment                 template/
+//!   │
+//!  parse       JSON5 → values with source lines                      json5.rs
+//!   │
+//!  detect      2.x keys? ──yes──► translate 2.x onto the job model   v2/
+//!   │ no                           (same reader, 2.x dialect)         │
+//!  decode      3.x sections → typed config, validated per field       decode/
+//!   │                                                                 │
+//!   └──────────────► Config (types.rs) ◄──────────────────────────────┘
+//! ```
+//!
+//! Both dialects read through one weakly-typed [`reader::Reader`] (key matching,
+//! mapstructure's weak typing, errors with path and line); `-convert` writes a
+//! translated 2.x config back out as 3.x text (`v2/convert.rs`). To add a field:
+//! its type in `types.rs`, then its key and its read/validation in the section's
+//! function in `decode/` (and in `v2/` only if 2.x had it).
 
 pub mod decode;
 pub mod duration;
 pub mod interfaces;
 pub mod json5;
+pub mod reader;
 pub mod template;
 pub mod types;
 pub mod v2;

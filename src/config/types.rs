@@ -28,6 +28,24 @@ pub struct Config {
     pub exit_policy: Option<ExitPolicy>,
 }
 
+impl Config {
+    /// A config with nothing in it: every section at its default.
+    pub fn empty(compat: Compat, stop_timeout: Duration) -> Config {
+        Config {
+            consul: None,
+            etcd: None,
+            logging: LoggingConfig::default(),
+            stop_timeout,
+            jobs: Vec::new(),
+            watches: Vec::new(),
+            telemetry: None,
+            control: ControlConfig::default(),
+            compat,
+            exit_policy: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Compat {
     /// ContainerPilot 3 semantics: SIGHUP/SIGUSR2 are job triggers, SIGUSR1 reopens logs.
@@ -206,6 +224,20 @@ pub struct WhenConfig {
     pub trigger: Trigger,
     /// `when.timeout` (only with once/each); `None` = no timeout.
     pub timeout: Option<Duration>,
+}
+
+impl WhenConfig {
+    /// Start on an event from `source`: once, or on each one.
+    pub fn on_event(code: EventCode, source: &str, each: bool) -> WhenConfig {
+        WhenConfig {
+            trigger: Trigger::Event {
+                code,
+                source: source.to_string(),
+                each,
+            },
+            timeout: None,
+        }
+    }
 }
 
 impl Default for WhenConfig {
