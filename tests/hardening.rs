@@ -837,8 +837,12 @@ fn closed(s: &mut UnixStream) -> bool {
     }
 }
 
+/// 500 idle connections on a table of 256: each one beyond the table takes the
+/// slot of the longest-idle connection, a real client is served at once (issue 14
+/// point 2; tests/hostile.rs measures the latency under a full siege), and the
+/// ones left are dropped by the 10 s idle timeout.
 #[test]
-fn five_hundred_idle_connections_wait_their_turn_and_are_dropped() {
+fn five_hundred_idle_connections_never_delay_a_new_client_and_are_dropped() {
     let d = TempDir::new("idle500");
     let port = free_port();
     let (_sweep, mut cp, _) = start(
@@ -857,15 +861,11 @@ fn five_hundred_idle_connections_wait_their_turn_and_are_dropped() {
             (s, None)
         })
         .collect();
-    // a real client queues behind them
-    let sock = d.socket();
-    let waiting = std::thread::spawn(move || {
-        let t = Instant::now();
-        let r = try_control(&sock, "GET", "/v3/ping", None, 20 * SEC);
-        (r, t.elapsed())
-    });
     std::thread::sleep(SEC);
-    // the loop and the telemetry listener are not held up by the full control slots
+    // a real client does not wait behind them, on either listener
+    let t = Instant::now();
+    assert!(ping_ok(&d.socket()));
+    let waited = t.elapsed();
     let t = Instant::now();
     let (code, _) = http(&format!("127.0.0.1:{port}"), "GET", "/metrics");
     assert_eq!(code, 200);
@@ -880,27 +880,26 @@ fn five_hundred_idle_connections_wait_their_turn_and_are_dropped() {
         }
         std::thread::sleep(100 * MS);
     }
-    let (r, waited) = waiting.join().expect("ping thread");
     let times: Vec<Duration> = idle.iter().filter_map(|(_, c)| *c).collect();
-    let early = times.iter().filter(|t| **t < 9 * SEC).count();
-    let first_round = times.iter().filter(|t| **t < 13 * SEC).count();
+    let evicted = times.iter().filter(|t| **t < 5 * SEC).count();
+    let timed_out = times
+        .iter()
+        .filter(|t| **t > 9 * SEC && **t < 13 * SEC)
+        .count();
     eprintln!(
-        "500 idle: ping waited {waited:?}; {} dropped ({first_round} by 13 s, last at {:?}); \
-         fds while full {fds}; rss {rss0} -> {rss_full} KiB",
+        "500 idle: ping waited {waited:?}; {} dropped ({evicted} evicted at once, {timed_out} \
+         by the idle timeout, last at {:?}); fds while full {fds}; rss {rss0} -> {rss_full} KiB",
         times.len(),
         times.iter().max()
     );
-    assert_eq!(r.map(|(c, _)| c), Ok(200), "queued ping failed");
-    assert!(
-        waited > 8 * SEC && waited < 14 * SEC,
-        "a queued client is served when the first idle ones time out, not after {waited:?}"
-    );
+    assert!(waited < SEC, "a new client waited {waited:?}");
     assert_eq!(times.len(), 500, "some idle connections were never dropped");
-    assert_eq!(early, 0, "idle connections dropped before the 10 s timeout");
+    // 244 over the table, plus one for the ping
     assert!(
-        first_round >= 256,
-        "only {first_round} dropped in the first round"
+        (244..=246).contains(&evicted),
+        "{evicted} evicted before the idle timeout"
     );
+    assert_eq!(evicted + timed_out, 500, "drop times {times:?}");
     assert!(fds < 256 + 64, "{fds} fds: more than 256 clients accepted");
     assert!(rss_full < rss0 + 16 * 1024, "RSS {rss0} -> {rss_full} KiB");
     assert!(ping_ok(&d.socket()));

@@ -11,8 +11,14 @@ use std::time::{Duration, Instant};
 
 /// A client that sends nothing for this long is dropped (SPEC §4).
 pub const IDLE: Duration = Duration::from_secs(10);
-/// More connections than this wait in the listen backlog (SPEC §4).
+/// Connections one listener serves at once (SPEC §4); a new one beyond this
+/// takes the slot of the longest-idle or slowest incomplete connection.
 pub const MAX_CONNS: usize = 256;
+/// Connections accepted per turn of the loop, so a flood of connects cannot
+/// keep the loop from everything else (the rest are taken on the next turn).
+const ACCEPT_BATCH: usize = 64;
+/// How often "table full" is logged while connections are being evicted.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 pub enum Listener {
     Unix(UnixListener),
@@ -79,8 +85,10 @@ pub struct Server {
     next: usize,
     span: usize,
     clients: HashMap<Token, Client>,
-    /// The listener was readable while we were full: accept when a slot frees.
+    /// The listener may have connections waiting: accept on the next turn.
     backlog: bool,
+    /// When the table last filled up and a connection was evicted (for the log).
+    warned_full: Option<Instant>,
 }
 
 impl Server {
@@ -103,6 +111,7 @@ impl Server {
             span,
             clients: HashMap::new(),
             backlog: true,
+            warned_full: None,
         })
     }
 
@@ -139,10 +148,12 @@ impl Server {
         None
     }
 
-    /// Accept what the backlog holds, up to the connection cap.
+    /// Accept what the backlog holds. A full table does not make a new client
+    /// wait: the connection that has been idle or incomplete longest gives up its
+    /// slot, so attackers holding slots cannot lock out a well-behaved client.
     pub fn accept(&mut self, reg: &Registry, now: Instant) {
         self.backlog = true;
-        while self.clients.len() < MAX_CONNS {
+        for _ in 0..ACCEPT_BATCH {
             let accepted = match &self.listener {
                 Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
                 Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
@@ -153,13 +164,23 @@ impl Server {
                     self.backlog = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     log::warn!("accept failed: {e}");
                     self.backlog = false;
                     return;
                 }
             };
+            if self.clients.len() >= MAX_CONNS {
+                self.evict(reg, now);
+            }
             let Some(token) = self.alloc() else { return };
             let res = match &mut stream {
                 Stream::Unix(s) => reg.register(s, token, Interest::READABLE | Interest::WRITABLE),
@@ -178,6 +199,37 @@ impl Server {
                     busy_since: None,
                 },
             );
+        }
+    }
+
+    /// Drops the client whose idle or incomplete time is longest.
+    fn evict(&mut self, reg: &Registry, now: Instant) {
+        let Some(t) = self
+            .clients
+            .iter()
+            .min_by_key(|(_, c)| c.deadline_base())
+            .map(|(t, _)| *t)
+        else {
+            return;
+        };
+        let quiet = match self.warned_full {
+            Some(w) => now.duration_since(w) >= FULL_WARNING_EVERY,
+            None => true,
+        };
+        if quiet {
+            log::warn!(
+                "{}: {MAX_CONNS} connections open; dropping the longest-idle ones for new clients",
+                self.name()
+            );
+            self.warned_full = Some(now);
+        }
+        self.drop_client(reg, t);
+    }
+
+    fn name(&self) -> &'static str {
+        match self.listener {
+            Listener::Unix(_) => "control",
+            Listener::Tcp(_) => "telemetry",
         }
     }
 
@@ -239,7 +291,7 @@ impl Server {
     }
 
     pub fn wants_accept(&self) -> bool {
-        self.backlog && self.clients.len() < MAX_CONNS
+        self.backlog
     }
 
     /// Drop clients idle past `IDLE`; returns the earliest time one could expire.
