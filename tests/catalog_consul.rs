@@ -1,11 +1,14 @@
-//! The catalog worker against the Consul agent double: registration, TTL
-//! heartbeats, re-registration after an agent restart or outage, queries,
-//! ACL tokens, timeouts and shutdown.
+//! The catalog against the Consul agent double: registration, TTL heartbeats,
+//! re-registration after an agent restart or outage, watch queries (plain and
+//! blocking, services and keys), ACL tokens, timeouts and shutdown; and the
+//! double's own Consul behaviour that the daemon tests rely on.
 
 mod common;
 
 use common::consul_double::{parse_go_duration, ConsulDouble};
-use containerpilot::catalog::{Catalog, Instance, Reply, Request, Service};
+use containerpilot::catalog::{
+    Catalog, Instance, KeyValue, Observation, Reply, Request, Service, Snapshot, Target,
+};
 use containerpilot::config::types::{CheckStatus, ConsulConfig, TlsConfig};
 use mio::{Events, Poll, Token, Waker};
 use serde_json::json;
@@ -93,6 +96,45 @@ impl Harness {
 
     fn replies(&mut self, n: usize) -> Vec<Reply> {
         (0..n).map(|_| self.next(Duration::from_secs(5))).collect()
+    }
+
+    /// One watch query on lane `watch`, and its answer.
+    fn observe(
+        &mut self,
+        watch: usize,
+        target: &Target,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<Observation, String> {
+        self.catalog
+            .as_mut()
+            .expect("catalog running")
+            .observe(watch, target, index, wait)
+            .expect("lane");
+        match self.next(Duration::from_secs(20)) {
+            Reply::Observed {
+                watch: w, result, ..
+            } if w == watch => result,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn svc_target(name: &str, tag: Option<&str>, dc: Option<&str>) -> Target {
+    Target::Service {
+        name: name.to_string(),
+        tag: tag.map(str::to_string),
+        dc: dc.map(str::to_string),
+    }
+}
+
+fn instances(r: Result<Observation, String>) -> (u64, Vec<Instance>) {
+    match r {
+        Ok(Observation {
+            index,
+            snapshot: Some(Snapshot::Instances(list)),
+        }) => (index, list),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -331,71 +373,148 @@ fn query_returns_passing_instances_with_tag_and_dc() {
         200
     );
     let mut h = Harness::new(&d.addr(), None, Duration::from_secs(5));
-    let query = |tag: Option<&str>, dc: Option<&str>| Request::Query {
-        watch: 3,
-        name: "db".to_string(),
-        tag: tag.map(str::to_string),
-        dc: dc.map(str::to_string),
-    };
-    h.send(query(None, None));
-    let inst = |id: &str, a: &str, p: u16| Instance {
+    let inst = |id: &str, a: &str, p: u16, tag: &str| Instance {
         id: id.to_string(),
+        name: "db".to_string(),
         address: a.to_string(),
         port: p,
+        tags: vec![tag.to_string()],
     };
+    let (index, list) = instances(h.observe(3, &svc_target("db", None, None), 0, None));
+    assert_eq!(index, d.service_index("db"));
     assert_eq!(
-        h.replies(1),
-        vec![Reply::Instances {
-            watch: 3,
-            instances: vec![
-                inst("db-a", "10.0.0.5", 5432),
-                inst("db-b", "10.0.0.6", 5433)
-            ]
-        }]
+        list,
+        vec![
+            inst("db-a", "10.0.0.5", 5432, "primary"),
+            inst("db-b", "10.0.0.6", 5433, "replica")
+        ]
     );
-    h.send(query(Some("primary"), Some("dc1")));
+    let (_, list) =
+        instances(h.observe(3, &svc_target("db", Some("primary"), Some("dc1")), 0, None));
+    assert_eq!(list, vec![inst("db-a", "10.0.0.5", 5432, "primary")]);
     assert_eq!(
-        h.replies(1),
-        vec![Reply::Instances {
-            watch: 3,
-            instances: vec![inst("db-a", "10.0.0.5", 5432)]
-        }]
+        h.observe(3, &svc_target("db", None, Some("dc2")), 0, None),
+        Err("Unexpected response code: 500 (No path to datacenter)".to_string())
     );
-    h.send(query(None, Some("dc2")));
     assert_eq!(
-        h.replies(1),
-        vec![Reply::QueryFailed {
-            watch: 3,
-            error: "Unexpected response code: 500 (No path to datacenter)".to_string()
-        }]
-    );
-    let p = paths(&d);
-    assert_eq!(
-        p,
+        paths(&d),
         vec![
             "GET /v1/health/service/db?passing=1",
             "GET /v1/health/service/db?passing=1&tag=primary&dc=dc1",
             "GET /v1/health/service/db?passing=1&dc=dc2",
         ]
     );
-    assert_eq!(
-        log_lines("failed to query db: Unexpected response code: 500").len(),
-        1
-    );
     // Unknown service: an empty list, not an error.
-    h.send(Request::Query {
-        watch: 4,
-        name: "nothing".to_string(),
-        tag: None,
-        dc: None,
+    let (_, list) = instances(h.observe(4, &svc_target("nothing", None, None), 0, None));
+    assert_eq!(list, vec![]);
+}
+
+#[test]
+fn blocking_query_waits_for_a_change_of_that_service() {
+    let d = ConsulDouble::start();
+    d.register(upstream("db-a", "10.0.0.5", 5432, &[], "passing"));
+    let mut h = Harness::new(&d.addr(), None, Duration::from_secs(5));
+    let target = svc_target("db", None, None);
+    let (index, _) = instances(h.observe(0, &target, 0, None));
+    // Another service changing does not wake the query; db does.
+    let addr = d.addr();
+    let changer = std::thread::spawn(move || {
+        let d = ConsulDoubleHandle(addr);
+        std::thread::sleep(Duration::from_millis(300));
+        d.register(json!({"ID": "other-1", "Name": "other", "Port": 1}));
+        std::thread::sleep(Duration::from_millis(300));
+        d.register(upstream("db-b", "10.0.0.6", 5433, &[], "passing"));
     });
+    let started = Instant::now();
+    let (after, list) = instances(h.observe(0, &target, index, Some(Duration::from_secs(10))));
+    let took = started.elapsed();
+    changer.join().expect("changer");
+    assert!(took >= Duration::from_millis(550), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(after > index);
+    assert_eq!(list.len(), 2);
+    let asked: Vec<String> = d
+        .requests()
+        .into_iter()
+        .map(|r| r.1)
+        .filter(|p| p.starts_with("/v1/health/"))
+        .collect();
     assert_eq!(
-        h.replies(1),
-        vec![Reply::Instances {
-            watch: 4,
-            instances: vec![]
-        }]
+        asked,
+        [
+            "/v1/health/service/db?passing=1".to_string(),
+            format!("/v1/health/service/db?passing=1&index={index}&wait=10s")
+        ]
     );
+    // Nothing changes: Consul answers the same state after `wait`.
+    let started = Instant::now();
+    let (same, list) = instances(h.observe(0, &target, after, Some(Duration::from_secs(1))));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!((same, list.len()), (after, 2));
+}
+
+#[test]
+fn key_reads_and_blocking_key_queries() {
+    let d = ConsulDouble::start();
+    let mut h = Harness::new(&d.addr(), None, Duration::from_secs(5));
+    let target = Target::Key {
+        key: "service/app/config".to_string(),
+        dc: None,
+    };
+    let missing = h.observe(1, &target, 0, None).expect("404 is an answer");
+    assert_eq!(missing.snapshot, Some(Snapshot::Key(None)));
+    assert!(missing.index > 0, "X-Consul-Index on a 404 too");
+    let m = d.kv_put("service/app/config", b"port=80\n");
+    let got = h.observe(1, &target, missing.index, Some(Duration::from_secs(5)));
+    assert_eq!(
+        got,
+        Ok(Observation {
+            index: m,
+            snapshot: Some(Snapshot::Key(Some(KeyValue {
+                value: b"port=80\n".to_vec(),
+                modify_index: m
+            })))
+        })
+    );
+    let addr = d.addr();
+    let deleter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        ConsulDoubleHandle(addr).delete_key("service/app/config");
+    });
+    let started = Instant::now();
+    let gone = h
+        .observe(1, &target, m, Some(Duration::from_secs(10)))
+        .expect("answer");
+    deleter.join().expect("deleter");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(gone.snapshot, Some(Snapshot::Key(None)));
+    assert!(gone.index > m);
+    let p = paths(&d);
+    assert_eq!(p[0], "GET /v1/kv/service/app/config");
+    assert_eq!(
+        p[1],
+        format!(
+            "GET /v1/kv/service/app/config?index={}&wait=5s",
+            missing.index
+        )
+    );
+}
+
+/// Drives the double over HTTP from another thread, as a second client would.
+struct ConsulDoubleHandle(String);
+
+impl ConsulDoubleHandle {
+    fn register(&self, body: serde_json::Value) {
+        ureq::put(&format!("http://{}/v1/agent/service/register", self.0))
+            .send_string(&body.to_string())
+            .expect("register");
+    }
+
+    fn delete_key(&self, key: &str) {
+        ureq::delete(&format!("http://{}/v1/kv/{key}", self.0))
+            .call()
+            .expect("delete");
+    }
 }
 
 #[test]
@@ -409,13 +528,7 @@ fn token_is_sent_on_every_call() {
         h.replies(2),
         vec![registered("tok-testhost"), beat_ok("tok-testhost")]
     );
-    h.send(Request::Query {
-        watch: 0,
-        name: "tok".to_string(),
-        tag: None,
-        dc: None,
-    });
-    h.replies(1);
+    instances(h.observe(0, &svc_target("tok", None, None), 0, None));
     h.send(Request::Deregister {
         id: "tok-testhost".to_string(),
     });
@@ -465,16 +578,8 @@ fn a_hung_agent_costs_at_most_the_timeout() {
     let timeout = Duration::from_millis(400);
     let mut h = Harness::new(&d.addr(), None, timeout);
     let started = Instant::now();
-    h.send(Request::Query {
-        watch: 1,
-        name: "db".to_string(),
-        tag: None,
-        dc: None,
-    });
-    match h.next(Duration::from_secs(5)) {
-        Reply::QueryFailed { watch: 1, error } => assert!(!error.is_empty()),
-        other => panic!("unexpected {other:?}"),
-    }
+    let r = h.observe(1, &svc_target("db", None, None), 0, None);
+    assert!(r.as_ref().is_err_and(|e| !e.is_empty()), "{r:?}");
     let took = started.elapsed();
     assert!(took >= timeout, "{took:?}");
     assert!(took < timeout + Duration::from_millis(600), "{took:?}");
@@ -533,11 +638,8 @@ fn shutdown_deregisters_everything_registered() {
     assert_eq!(d.services().as_object().map(|m| m.len()), Some(2));
     // Queued work behind the shutdown is dropped, not run first.
     for _ in 0..20 {
-        h.send(Request::Query {
-            watch: 0,
-            name: "one".to_string(),
-            tag: None,
-            dc: None,
+        h.send(Request::Heartbeat {
+            service: service("one", 91),
         });
     }
     let before = d.requests().len();

@@ -2,7 +2,7 @@
 //! wrong CA, `verify: false`, `servername`, bad TLS files. Certificates come
 //! from the `openssl` CLI; a small rustls server answers health queries.
 
-use containerpilot::catalog::{Catalog, Reply, Request};
+use containerpilot::catalog::{Catalog, Observation, Reply, Snapshot, Target};
 use containerpilot::config::types::{ConsulConfig, TlsConfig};
 use mio::{Events, Poll, Token, Waker};
 use rustls::pki_types::pem::PemObject;
@@ -195,7 +195,9 @@ fn serve(s: TcpStream, config: Arc<rustls::ServerConfig>, tokens: Arc<Mutex<Vec<
     let _ = tls.flush();
 }
 
-fn query(addr: &str, tls: TlsConfig, token: Option<&str>) -> Reply {
+/// One watch query through a lane (a thread with the catalog's small stack, so
+/// the TLS handshake is exercised there).
+fn query(addr: &str, tls: TlsConfig, token: Option<&str>) -> Result<Observation, String> {
     let poll = Poll::new().expect("poll");
     let waker = Arc::new(Waker::new(poll.registry(), Token(1)).expect("waker"));
     let cfg = ConsulConfig {
@@ -204,19 +206,19 @@ fn query(addr: &str, tls: TlsConfig, token: Option<&str>) -> Reply {
         token: token.map(str::to_string),
         tls,
     };
-    let c = Catalog::start(&cfg, waker, Duration::from_secs(5)).expect("catalog");
-    c.send(Request::Query {
-        watch: 0,
+    let mut c = Catalog::start(&cfg, waker, Duration::from_secs(5)).expect("catalog");
+    let target = Target::Service {
         name: "db".to_string(),
         tag: None,
         dc: None,
-    });
+    };
+    c.observe(0, &target, 0, None).expect("lane");
     let mut poll = poll;
     let mut events = Events::with_capacity(2);
     let deadline = Instant::now() + Duration::from_secs(8);
     loop {
-        if let Some(r) = c.try_recv() {
-            return r;
+        if let Some(Reply::Observed { result, .. }) = c.try_recv() {
+            return result;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no reply");
@@ -224,11 +226,12 @@ fn query(addr: &str, tls: TlsConfig, token: Option<&str>) -> Reply {
     }
 }
 
-fn ok() -> Reply {
-    Reply::Instances {
-        watch: 0,
-        instances: vec![],
-    }
+/// The agent sends no X-Consul-Index: index 0.
+fn ok() -> Result<Observation, String> {
+    Ok(Observation {
+        index: 0,
+        snapshot: Some(Snapshot::Instances(vec![])),
+    })
 }
 
 #[test]
@@ -269,7 +272,7 @@ fn wrong_ca_fails_with_a_clear_error() {
         ..TlsConfig::default()
     };
     match query(&agent.addr, tls, None) {
-        Reply::QueryFailed { error, .. } => {
+        Err(error) => {
             assert!(
                 error.contains("invalid peer certificate: UnknownIssuer"),
                 "{error}"
@@ -295,7 +298,7 @@ fn servername_overrides_the_checked_name() {
         ..TlsConfig::default()
     };
     match query(&agent.addr, tls.clone(), None) {
-        Reply::QueryFailed { error, .. } => {
+        Err(error) => {
             assert!(error.contains("invalid peer certificate"), "{error}")
         }
         other => panic!("unexpected {other:?}"),

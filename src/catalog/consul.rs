@@ -1,11 +1,18 @@
-//! Consul agent HTTP calls (reference §5), blocking, each bounded by the client's
-//! timeout. Only the catalog worker thread calls these.
+//! Consul agent HTTP calls (reference §5), blocking. Registration calls are
+//! bounded by the client's timeout; a blocking query (`index` + `wait`, Consul's
+//! long poll) by its wait plus the server's jitter plus that timeout. The
+//! worker thread and the watch lanes call these.
 
-use super::{CatalogError, Instance, Service};
+use super::{
+    base64, CatalogError, Instance, KeyValue, Observation, RequestCounts, RequestKind, Service,
+    Snapshot, Target,
+};
 use crate::config::types::{CheckStatus, ConsulConfig};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
+/// Cloned for each watch lane: clones share the connection pool and TLS set-up.
+#[derive(Clone)]
 pub struct ConsulClient {
     agent: ureq::Agent,
     /// `scheme://host:port`, no trailing slash.
@@ -15,6 +22,15 @@ pub struct ConsulClient {
     /// inline check, the TTL check is registered on its own with the service ID as
     /// its ID, and heartbeats use the legacy pass endpoint.
     legacy_checks: bool,
+    timeout: Duration,
+    counts: RequestCounts,
+}
+
+/// An answer the caller accepts: its status, body and `X-Consul-Index`.
+struct Answer {
+    status: u16,
+    body: String,
+    index: Option<u64>,
 }
 
 impl ConsulClient {
@@ -36,6 +52,8 @@ impl ConsulClient {
             base: format!("{scheme}://{}", cfg.address.trim_end_matches('/')),
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             legacy_checks: false,
+            timeout,
+            counts: RequestCounts::default(),
         })
     }
 
@@ -45,66 +63,121 @@ impl ConsulClient {
         self
     }
 
+    /// Count every request in `counts` (see `RequestCounts`).
+    pub fn with_counts(mut self, counts: RequestCounts) -> ConsulClient {
+        self.counts = counts;
+        self
+    }
+
     pub fn register(&self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
+        let kind = RequestKind::Register;
         if self.legacy_checks {
             let mut body = registration_payload(s, status);
             if let Some(o) = body.as_object_mut() {
                 o.remove("Check");
             }
             let req = self.request("PUT", "/v1/agent/service/register");
-            send(req, Some(&body.to_string()))?;
+            self.send(kind, req, Some(&body.to_string()), &[])?;
             let check = legacy_check_payload(s).to_string();
             let req = self.request("PUT", "/v1/agent/check/register");
-            return send(req, Some(&check)).map(drop);
+            return self.send(kind, req, Some(&check), &[]).map(drop);
         }
         let body = registration_payload(s, status).to_string();
         let req = self.request("PUT", "/v1/agent/service/register");
-        send(req, Some(&body)).map(drop)
+        self.send(kind, req, Some(&body), &[]).map(drop)
     }
 
     /// Marks the TTL check `service:<id>` passing.
     pub fn pass_ttl(&self, id: &str) -> Result<(), CatalogError> {
+        let kind = RequestKind::Heartbeat;
         if self.legacy_checks {
             let path = format!("/v1/agent/check/pass/{}?note=ok", escape(id));
-            return send(self.request("PUT", &path), None).map(drop);
+            return self
+                .send(kind, self.request("PUT", &path), None, &[])
+                .map(drop);
         }
         let path = format!(
             "/v1/agent/check/update/{}",
             escape(&format!("service:{id}"))
         );
         let body = r#"{"Status":"passing","Output":"ok"}"#;
-        send(self.request("PUT", &path), Some(body)).map(drop)
+        self.send(kind, self.request("PUT", &path), Some(body), &[])
+            .map(drop)
     }
 
     /// A service the agent does not know (404) counts as deregistered: that is the
     /// state we wanted.
     pub fn deregister(&self, id: &str) -> Result<(), CatalogError> {
         let path = format!("/v1/agent/service/deregister/{}", escape(id));
-        match send(self.request("PUT", &path), None) {
-            Ok(_) | Err(CatalogError::Status { code: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let req = self.request("PUT", &path);
+        self.send(RequestKind::Deregister, req, None, &[404])
+            .map(drop)
     }
 
-    /// Passing instances of `name` (no blocking index: a plain poll, as 3.8).
-    pub fn query(
+    /// What a watch looks at: a plain read when `index` is 0 or `wait` is
+    /// `None`, else a blocking query that Consul holds until the index moves past
+    /// `index` or `wait` (plus up to `wait/16` of Consul's jitter) runs out.
+    pub fn observe(
         &self,
-        name: &str,
-        tag: Option<&str>,
-        dc: Option<&str>,
-    ) -> Result<Vec<Instance>, CatalogError> {
-        let path = format!("/v1/health/service/{}", escape(name));
-        let mut req = self.request("GET", &path).query("passing", "1");
-        if let Some(tag) = tag.filter(|t| !t.is_empty()) {
-            req = req.query("tag", tag);
+        target: &Target,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<Observation, CatalogError> {
+        let wait = wait.filter(|_| index > 0);
+        let (kind, path, mut req) = match target {
+            Target::Service { name, tag, dc } => {
+                let path = format!("/v1/health/service/{}", escape(name));
+                let mut req = self.request("GET", &path).query("passing", "1");
+                if let Some(tag) = tag.as_deref().filter(|t| !t.is_empty()) {
+                    req = req.query("tag", tag);
+                }
+                if let Some(dc) = dc.as_deref().filter(|d| !d.is_empty()) {
+                    req = req.query("dc", dc);
+                }
+                (RequestKind::Watch, path, req)
+            }
+            Target::Key { key, dc } => {
+                let path = format!("/v1/kv/{}", escape_key(key));
+                let mut req = self.request("GET", &path);
+                if let Some(dc) = dc.as_deref().filter(|d| !d.is_empty()) {
+                    req = req.query("dc", dc);
+                }
+                (RequestKind::Key, path, req)
+            }
+        };
+        if let Some(wait) = wait {
+            req = req
+                .query("index", &index.to_string())
+                .query("wait", &format!("{}s", wait.as_secs().max(1)))
+                .timeout(wait + wait / 16 + self.timeout);
         }
-        if let Some(dc) = dc.filter(|d| !d.is_empty()) {
-            req = req.query("dc", dc);
-        }
-        let text = send(req, None)?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| CatalogError::Decode(format!("health entries: {e}")))?;
-        parse_health_entries(&value)
+        let answer = self.send(
+            kind,
+            req,
+            None,
+            if kind == RequestKind::Key {
+                &[404]
+            } else {
+                &[]
+            },
+        )?;
+        let snapshot = match target {
+            Target::Service { .. } => {
+                let value: Value = serde_json::from_str(&answer.body)
+                    .map_err(|e| CatalogError::Decode(format!("health entries: {e}")))?;
+                Snapshot::Instances(parse_health_entries(&value)?)
+            }
+            Target::Key { .. } if answer.status == 404 => Snapshot::Key(None),
+            Target::Key { .. } => {
+                let value: Value = serde_json::from_str(&answer.body)
+                    .map_err(|e| CatalogError::Decode(format!("{path}: {e}")))?;
+                Snapshot::Key(parse_kv_entry(&value)?)
+            }
+        };
+        Ok(Observation {
+            index: answer.index.unwrap_or(0),
+            snapshot: Some(snapshot),
+        })
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
@@ -114,27 +187,55 @@ impl ConsulClient {
             None => req,
         }
     }
+
+    /// Performs the call; a 2xx answer or one with a status in `accept` is an
+    /// answer, anything else an error. Counted either way.
+    fn send(
+        &self,
+        kind: RequestKind,
+        req: ureq::Request,
+        body: Option<&str>,
+        accept: &[u16],
+    ) -> Result<Answer, CatalogError> {
+        let result = exchange(req, body, accept);
+        self.counts.add(kind, result.is_ok());
+        result
+    }
 }
 
-/// Performs the call and returns the body of a 2xx answer.
-fn send(req: ureq::Request, body: Option<&str>) -> Result<String, CatalogError> {
+fn exchange(
+    req: ureq::Request,
+    body: Option<&str>,
+    accept: &[u16],
+) -> Result<Answer, CatalogError> {
     let result = match body {
         Some(b) => req.set("Content-Type", "application/json").send_string(b),
         None => req.call(),
     };
-    match result {
-        Ok(resp) => resp
-            .into_string()
-            .map_err(|e| CatalogError::Transport(format!("reading response: {e}"))),
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(code, resp)) if accept.contains(&code) => resp,
         Err(ureq::Error::Status(code, resp)) => {
             let body = resp.into_string().unwrap_or_default();
-            Err(CatalogError::Status {
+            return Err(CatalogError::Status {
                 code,
                 body: body.trim().to_string(),
-            })
+            });
         }
-        Err(ureq::Error::Transport(t)) => Err(CatalogError::Transport(t.to_string())),
-    }
+        Err(ureq::Error::Transport(t)) => return Err(CatalogError::Transport(t.to_string())),
+    };
+    let status = resp.status();
+    let index = resp
+        .header("X-Consul-Index")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = resp
+        .into_string()
+        .map_err(|e| CatalogError::Transport(format!("reading response: {e}")))?;
+    Ok(Answer {
+        status,
+        body,
+        index,
+    })
 }
 
 /// The registration body, field order as the Consul Go client sends it (reference §5.2).
@@ -182,8 +283,8 @@ pub fn legacy_check_payload(s: &Service) -> Value {
     Value::Object(check)
 }
 
-/// Reads `[{"Service": {"ID", "Address", "Port"}, ...}]`, the documented shape of
-/// `/v1/health/service/<name>`; other fields are ignored.
+/// Reads `[{"Service": {"ID", "Service", "Address", "Port", "Tags"}, ...}]`, the
+/// documented shape of `/v1/health/service/<name>`; other fields are ignored.
 pub fn parse_health_entries(v: &Value) -> Result<Vec<Instance>, CatalogError> {
     let entries = match v {
         Value::Array(a) => a,
@@ -202,23 +303,47 @@ pub fn parse_health_entries(v: &Value) -> Result<Vec<Instance>, CatalogError> {
             let svc = e.get("Service").and_then(Value::as_object).ok_or_else(|| {
                 CatalogError::Decode(format!("health entry {i}: no Service object"))
             })?;
-            let text = |k: &str| svc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let port = match svc.get("Port") {
-                None | Some(Value::Null) => 0,
-                Some(p) => p
-                    .as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| {
-                        CatalogError::Decode(format!("health entry {i}: bad Port {p}"))
-                    })?,
-            };
-            Ok(Instance {
-                id: text("ID"),
-                address: text("Address"),
-                port,
-            })
+            Instance::from_json(svc, "Service")
+                .map_err(|e| CatalogError::Decode(format!("health entry {i}: {e}")))
         })
         .collect()
+}
+
+/// Reads `GET /v1/kv/<key>`'s `[{"Key", "Value", "ModifyIndex", ...}]`: the value
+/// is base64, `null` for an empty value.
+pub fn parse_kv_entry(v: &Value) -> Result<Option<KeyValue>, CatalogError> {
+    let bad = |why: String| CatalogError::Decode(format!("kv entry: {why}"));
+    let Some(entry) = v.as_array().and_then(|a| a.first()) else {
+        return match v {
+            Value::Array(_) | Value::Null => Ok(None),
+            _ => Err(bad("not a JSON array".into())),
+        };
+    };
+    let value = match entry.get("Value") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) => base64::decode(text).map_err(bad)?,
+        Some(other) => return Err(bad(format!("Value is not a string: {other}"))),
+    };
+    let modify_index = match entry.get("ModifyIndex") {
+        None | Some(Value::Null) => 0,
+        Some(n) => n
+            .as_u64()
+            .ok_or_else(|| bad(format!("bad ModifyIndex {n}")))?,
+    };
+    Ok(Some(KeyValue {
+        value,
+        modify_index,
+    }))
+}
+
+/// A KV key in a URL: each `/`-separated segment escaped, the slashes kept; a
+/// leading slash dropped, as the Consul Go client does.
+pub fn escape_key(key: &str) -> String {
+    key.trim_start_matches('/')
+        .split('/')
+        .map(escape)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Percent-encodes a path segment, keeping what Go's URL encoder keeps in a
@@ -240,211 +365,7 @@ fn with_tls(
     builder: ureq::AgentBuilder,
     cfg: &ConsulConfig,
 ) -> Result<ureq::AgentBuilder, CatalogError> {
-    Ok(builder.tls_config(tls::client_config(&cfg.tls)?))
-}
-
-pub(super) mod tls {
-    //! rustls set-up for https agents: CA file/dir, client certificate, server
-    //! name override, and `verify: false` (SPEC §2.13: verification is on unless
-    //! turned off).
-
-    use super::CatalogError;
-    use crate::config::types::TlsConfig;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::client::WebPkiServerVerifier;
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-    use std::sync::Arc;
-
-    pub fn client_config(t: &TlsConfig) -> Result<Arc<ClientConfig>, CatalogError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = if t.verify == Some(false) {
-            Arc::new(NoVerify(provider.clone()))
-        } else {
-            let roots = Arc::new(roots(t)?);
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| CatalogError::TlsSetup(e.to_string()))?;
-            match t.servername.as_deref().filter(|s| !s.is_empty()) {
-                Some(name) => {
-                    let name = ServerName::try_from(name.to_string())
-                        .map_err(|e| CatalogError::TlsSetup(format!("servername {name:?}: {e}")))?;
-                    Arc::new(NamedVerify { inner, name })
-                }
-                None => inner,
-            }
-        };
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CatalogError::TlsSetup(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier);
-        let config = match (&t.clientcert, &t.clientkey) {
-            (Some(cert), Some(key)) => {
-                let chain = certs(cert)?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| CatalogError::Tls {
-                    path: key.clone(),
-                    reason: e.to_string(),
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| CatalogError::TlsSetup(format!("client certificate: {e}")))?
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(CatalogError::TlsSetup(
-                    "clientcert and clientkey must be set together".into(),
-                ))
-            }
-            (None, None) => builder.with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
-    }
-
-    /// `cafile` and every file of `capath`; the public web roots when neither is set.
-    fn roots(t: &TlsConfig) -> Result<RootCertStore, CatalogError> {
-        let mut store = RootCertStore::empty();
-        let mut files = Vec::new();
-        if let Some(f) = t.cafile.as_ref().filter(|f| !f.is_empty()) {
-            files.push(f.clone());
-        }
-        if let Some(dir) = t.capath.as_ref().filter(|d| !d.is_empty()) {
-            let entries = std::fs::read_dir(dir).map_err(|e| CatalogError::Tls {
-                path: dir.clone(),
-                reason: e.to_string(),
-            })?;
-            let mut found: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
-            found.sort();
-            files.extend(found);
-        }
-        if files.is_empty() {
-            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            return Ok(store);
-        }
-        for f in files {
-            for cert in certs(&f)? {
-                store.add(cert).map_err(|e| CatalogError::Tls {
-                    path: f.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        Ok(store)
-    }
-
-    fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, CatalogError> {
-        let err = |reason: String| CatalogError::Tls {
-            path: path.to_string(),
-            reason,
-        };
-        let list = CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
-        if list.is_empty() {
-            return Err(err("no PEM certificates found".to_string()));
-        }
-        Ok(list)
-    }
-
-    /// Checks the certificate against `tls.servername` instead of the URL host.
-    #[derive(Debug)]
-    struct NamedVerify {
-        inner: Arc<WebPkiServerVerifier>,
-        name: ServerName<'static>,
-    }
-
-    impl ServerCertVerifier for NamedVerify {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            ocsp: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            self.inner
-                .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls12_signature(message, cert, dss)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls13_signature(message, cert, dss)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.inner.supported_verify_schemes()
-        }
-    }
-
-    /// `verify: false`: any certificate is accepted, but handshake signatures are
-    /// still checked so the session keys belong to the presented certificate.
-    #[derive(Debug)]
-    struct NoVerify(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerify {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
+    Ok(builder.tls_config(super::tls::client_config(&cfg.tls)?))
 }
 
 #[cfg(test)]
@@ -515,17 +436,67 @@ mod tests {
             vec![
                 Instance {
                     id: "db-a".into(),
+                    name: "db".into(),
                     address: "10.0.0.5".into(),
-                    port: 5432
+                    port: 5432,
+                    tags: vec!["x".into()],
                 },
                 Instance {
                     id: "db-b".into(),
+                    name: "db".into(),
                     address: "".into(),
-                    port: 5433
+                    port: 5433,
+                    tags: vec![],
                 },
             ]
         );
         assert_eq!(parse_health_entries(&Value::Null).expect("null"), vec![]);
+        let v = json!([{"Service": {"ID": "a", "Tags": ["v2", "blue", "a"]}}]);
+        assert_eq!(
+            parse_health_entries(&v).expect("entries")[0].tags,
+            ["a", "blue", "v2"],
+            "tags sorted"
+        );
+    }
+
+    #[test]
+    fn kv_entries_parse() {
+        let v = json!([{"LockIndex": 0, "Key": "app/config", "Flags": 0,
+            "Value": base64::encode(b"a=1\n"), "CreateIndex": 10, "ModifyIndex": 12}]);
+        assert_eq!(
+            parse_kv_entry(&v),
+            Ok(Some(KeyValue {
+                value: b"a=1\n".to_vec(),
+                modify_index: 12
+            }))
+        );
+        let empty = json!([{"Key": "k", "Value": null, "ModifyIndex": 3}]);
+        assert_eq!(
+            parse_kv_entry(&empty),
+            Ok(Some(KeyValue {
+                value: vec![],
+                modify_index: 3
+            }))
+        );
+        assert_eq!(parse_kv_entry(&json!([])), Ok(None));
+        assert_eq!(
+            parse_kv_entry(&json!({"Key": "k"}))
+                .expect_err("object")
+                .to_string(),
+            "unexpected catalog response: kv entry: not a JSON array"
+        );
+        assert_eq!(
+            parse_kv_entry(&json!([{"Value": "%%"}]))
+                .expect_err("b64")
+                .to_string(),
+            "unexpected catalog response: kv entry: invalid base64 character '%'"
+        );
+    }
+
+    #[test]
+    fn kv_keys_keep_their_slashes() {
+        assert_eq!(escape_key("service/app/config"), "service/app/config");
+        assert_eq!(escape_key("/a b/c?"), "a%20b/c%3F");
     }
 
     #[test]

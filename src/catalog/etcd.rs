@@ -1,6 +1,7 @@
 //! etcd v3 as the catalog, through etcd's JSON gateway (`/v3/...`, served by
-//! etcd 3.4 and later), blocking, each call bounded by the agent's timeout. Only
-//! the catalog worker thread calls these.
+//! etcd 3.4 and later), blocking, each call bounded by the agent's timeout. The
+//! worker thread registers through one client; each watch lane reads through
+//! its own copy (`reader`), waiting for changes with the gateway's watch stream.
 //!
 //! Layout (documented in the README for other readers of the catalog): one key per
 //! instance, `<prefix>/services/<name>/<id>`, whose value is the JSON object
@@ -8,11 +9,19 @@
 //! is the job's health `ttl`. A heartbeat is a lease keepalive, so an instance
 //! whose checks fail simply disappears when the TTL runs out.
 
-use super::{CatalogError, Instance, Service};
+use super::base64::{decode, encode};
+use super::{
+    CatalogError, Instance, KeyValue, Observation, RequestCounts, RequestKind, Service, Snapshot,
+    Target,
+};
 use crate::config::types::{CheckStatus, EtcdConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::io::Read;
 use std::time::Duration;
+
+/// Most a watch stream may send before the change it waits for is seen.
+const MAX_WATCH_STREAM: u64 = 16 * 1024 * 1024;
 
 pub struct EtcdClient {
     agent: ureq::Agent,
@@ -25,6 +34,9 @@ pub struct EtcdClient {
     token: Option<String>,
     /// What this client wrote, by service ID.
     entries: HashMap<String, Entry>,
+    counts: RequestCounts,
+    /// What the requests sent now are for (set by each public call).
+    kind: RequestKind,
 }
 
 /// One registered instance: its lease and what its key holds.
@@ -63,7 +75,31 @@ impl EtcdClient {
             credentials,
             token: None,
             entries: HashMap::new(),
+            counts: RequestCounts::default(),
+            kind: RequestKind::Register,
         })
+    }
+
+    /// Count every request in `counts` (see `RequestCounts`).
+    pub fn with_counts(mut self, counts: RequestCounts) -> EtcdClient {
+        self.counts = counts;
+        self
+    }
+
+    /// A client for a watch lane: same endpoints, credentials, TLS and
+    /// connection pool, none of this client's registrations.
+    pub fn reader(&self) -> EtcdClient {
+        EtcdClient {
+            agent: self.agent.clone(),
+            endpoints: self.endpoints.clone(),
+            current: self.current,
+            prefix: self.prefix.clone(),
+            credentials: self.credentials.clone(),
+            token: None,
+            entries: HashMap::new(),
+            counts: self.counts.clone(),
+            kind: RequestKind::Watch,
+        }
     }
 
     /// The endpoint calls currently go to.
@@ -74,6 +110,7 @@ impl EtcdClient {
     /// A fresh lease with the health TTL, then the key on it. A lease this client
     /// held before for the same ID is revoked afterwards (the key has moved off it).
     pub fn register(&mut self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
+        self.kind = RequestKind::Register;
         let lease = self.grant(s.ttl_secs)?;
         if let Err(e) = self.put(s, status, lease) {
             let _ = self.revoke(lease);
@@ -97,6 +134,7 @@ impl EtcdClient {
     /// during an outage, revoked by someone else) is reported as a 404 so that
     /// the worker registers the instance again.
     pub fn pass_ttl(&mut self, id: &str) -> Result<(), CatalogError> {
+        self.kind = RequestKind::Heartbeat;
         let Some(entry) = self.entries.get(id) else {
             return Err(lease_not_found(id));
         };
@@ -126,6 +164,7 @@ impl EtcdClient {
     /// Revokes the lease and deletes the key. An ID this client never registered,
     /// or a lease etcd no longer knows, counts as deregistered.
     pub fn deregister(&mut self, id: &str) -> Result<(), CatalogError> {
+        self.kind = RequestKind::Deregister;
         let Some(entry) = self.entries.remove(id) else {
             return Ok(());
         };
@@ -141,15 +180,140 @@ impl EtcdClient {
         .map(drop)
     }
 
-    /// Passing instances of `name` carrying `tag` (when given).
-    pub fn query(&mut self, name: &str, tag: Option<&str>) -> Result<Vec<Instance>, CatalogError> {
-        let dir = format!("{}/services/{name}/", self.prefix);
-        let body = json!({
-            "key": encode(dir.as_bytes()),
-            "range_end": encode(&prefix_end(dir.as_bytes())),
-        });
+    /// What a watch looks at: the passing instances under
+    /// `<prefix>/services/<name>/` carrying `tag`, or one key as written. With
+    /// `index` > 0 and a `wait`, first waits up to `wait` on a watch stream from
+    /// revision `index + 1`; when nothing moved, answers without reading again
+    /// (`snapshot: None`). The index answered is the store's revision.
+    pub fn observe(
+        &mut self,
+        target: &Target,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<Observation, CatalogError> {
+        let (key, end) = match target {
+            Target::Service { name, .. } => {
+                self.kind = RequestKind::Watch;
+                let dir = format!("{}/services/{name}/", self.prefix);
+                let end = prefix_end(dir.as_bytes());
+                (dir.into_bytes(), Some(end))
+            }
+            Target::Key { key, .. } => {
+                self.kind = RequestKind::Key;
+                (key.as_bytes().to_vec(), None)
+            }
+        };
+        if let (Some(wait), true) = (wait, index > 0) {
+            if !self.wait_for_change(&key, end.as_deref(), index, wait)? {
+                return Ok(Observation {
+                    index,
+                    snapshot: None,
+                });
+            }
+        }
+        let mut body = json!({ "key": encode(&key) });
+        if let Some(end) = &end {
+            body["range_end"] = json!(encode(end));
+        }
         let answer = self.call("/v3/kv/range", &body)?;
-        parse_range(&answer, tag.filter(|t| !t.is_empty()))
+        let revision = answer
+            .get("header")
+            .map_or(Ok(0), |h| int_field(h, "revision"))?;
+        let snapshot = match target {
+            Target::Service { tag, .. } => Snapshot::Instances(parse_range(
+                &answer,
+                tag.as_deref().filter(|t| !t.is_empty()),
+            )?),
+            Target::Key { .. } => Snapshot::Key(parse_key(&answer)?),
+        };
+        Ok(Observation {
+            index: u64::try_from(revision).unwrap_or(0),
+            snapshot: Some(snapshot),
+        })
+    }
+
+    /// Holds a watch from revision `index + 1` open on the current endpoint
+    /// until an event under the key(s) arrives (true) or `wait` runs out
+    /// (false). A watch etcd cancels (its start revision was compacted), a
+    /// store whose revision went back (restored or wiped), or a stream that
+    /// ends count as a change: the caller reads the state again.
+    fn wait_for_change(
+        &mut self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        index: u64,
+        wait: Duration,
+    ) -> Result<bool, CatalogError> {
+        let mut create = json!({
+            "key": encode(key),
+            "start_revision": (index + 1).to_string(),
+        });
+        if let Some(end) = end {
+            create["range_end"] = json!(encode(end));
+        }
+        let body = json!({ "create_request": create });
+        let i = self.current;
+        let opened = self.authorized(i, |c, token| {
+            c.exchange(i, "/v3/watch", &body, token, Some(wait))
+        });
+        let resp = match opened {
+            Ok(r) => r,
+            Err(e) => {
+                if moves_on(&e) && !self.endpoints.is_empty() {
+                    // The next try goes to the next endpoint.
+                    self.current = (i + 1) % self.endpoints.len();
+                }
+                return Err(e);
+            }
+        };
+        let reader = resp.into_reader().take(MAX_WATCH_STREAM);
+        for message in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    return match e.io_error_kind() {
+                        Some(std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+                            Ok(false)
+                        }
+                        // The gateway's closing trailers are not JSON: the stream ended.
+                        None if e.is_syntax() => Ok(true),
+                        _ => Err(CatalogError::Transport(format!("etcd watch: {e}"))),
+                    };
+                }
+            };
+            if let Some(err) = message.get("error") {
+                let text = err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("watch failed");
+                return Err(CatalogError::Status {
+                    code: 500,
+                    body: text.to_string(),
+                });
+            }
+            let Some(result) = message.get("result") else {
+                continue;
+            };
+            if result.get("created").and_then(Value::as_bool) == Some(true) {
+                let now = result
+                    .get("header")
+                    .map_or(Ok(0), |h| int_field(h, "revision"))?;
+                if u64::try_from(now).unwrap_or(0) < index {
+                    return Ok(true);
+                }
+            }
+            let canceled = result.get("canceled").and_then(Value::as_bool) == Some(true);
+            let compacted = int_field(result, "compact_revision")? > 0;
+            let events = result
+                .get("events")
+                .and_then(Value::as_array)
+                .is_some_and(|e| !e.is_empty());
+            if canceled || compacted || events {
+                return Ok(true);
+            }
+            // Anything else (a progress notice) leaves the watch waiting.
+        }
+        Ok(true)
     }
 
     fn grant(&mut self, ttl: u32) -> Result<i64, CatalogError> {
@@ -210,15 +374,25 @@ impl EtcdClient {
     }
 
     fn call_endpoint(&mut self, i: usize, path: &str, body: &Value) -> Result<Value, CatalogError> {
+        self.authorized(i, |c, token| c.post_with(i, path, body, token))
+    }
+
+    /// Runs `op` with this client's token, logging in first when credentials
+    /// are set and no token is held, and once more when the token was refused
+    /// (etcd's simple tokens expire after 5 minutes idle).
+    fn authorized<T>(
+        &mut self,
+        i: usize,
+        op: impl Fn(&EtcdClient, Option<&str>) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
         if self.credentials.is_some() && self.token.is_none() {
             self.token = Some(self.authenticate(i)?);
         }
-        match self.post(i, path, body) {
-            // Tokens expire (etcd's simple tokens after 5 minutes idle): log in again.
+        match op(self, self.token.as_deref()) {
             Err(e) if self.credentials.is_some() && is_bad_token(&e) => {
                 self.token = None;
                 self.token = Some(self.authenticate(i)?);
-                self.post(i, path, body)
+                op(self, self.token.as_deref())
             }
             answer => answer,
         }
@@ -238,10 +412,7 @@ impl EtcdClient {
         }
     }
 
-    fn post(&self, i: usize, path: &str, body: &Value) -> Result<Value, CatalogError> {
-        self.post_with(i, path, body, self.token.as_deref())
-    }
-
+    /// One POST and its first JSON document.
     fn post_with(
         &self,
         i: usize,
@@ -249,6 +420,23 @@ impl EtcdClient {
         body: &Value,
         token: Option<&str>,
     ) -> Result<Value, CatalogError> {
+        let text = self
+            .exchange(i, path, body, token, None)?
+            .into_string()
+            .map_err(|e| CatalogError::Transport(format!("reading response: {e}")))?;
+        first_json(&text)
+    }
+
+    /// One POST to endpoint `i`, counted; a 2xx answer's response (body unread)
+    /// or the error. `timeout` replaces the agent's for this request.
+    fn exchange(
+        &self,
+        i: usize,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<ureq::Response, CatalogError> {
         let base = self.endpoints.get(i).map(String::as_str).unwrap_or("");
         let mut req = self
             .agent
@@ -257,26 +445,25 @@ impl EtcdClient {
         if let Some(t) = token {
             req = req.set("Authorization", t);
         }
-        match req.send_string(&body.to_string()) {
-            Ok(resp) => {
-                let text = resp
-                    .into_string()
-                    .map_err(|e| CatalogError::Transport(format!("reading response: {e}")))?;
-                first_json(&text)
-            }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let result = match req.send_string(&body.to_string()) {
+            Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => Err(CatalogError::Status {
                 code,
                 body: error_text(&error_body(resp)),
             }),
             Err(ureq::Error::Transport(t)) => Err(CatalogError::Transport(t.to_string())),
-        }
+        };
+        self.counts.add(self.kind, result.is_ok());
+        result
     }
 }
 
 /// The body of an error answer. The gateway ends those with HTTP trailers that
 /// the chunked reader refuses; what was read before that is the message we want.
 fn error_body(resp: ureq::Response) -> String {
-    use std::io::Read;
     let mut buf = Vec::new();
     let _ = resp.into_reader().take(64 * 1024).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
@@ -420,37 +607,39 @@ fn instance_of(kv: &Value, tag: Option<&str>) -> Result<Option<Instance>, String
     let raw = kv.get("value").and_then(Value::as_str).unwrap_or("");
     let bytes = decode(raw)?;
     let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("value: {e}"))?;
-    if !doc.is_object() {
+    let Some(obj) = doc.as_object() else {
         return Err("value is not a JSON object".into());
-    }
-    let status = doc
+    };
+    let status = obj
         .get("Status")
         .and_then(Value::as_str)
         .unwrap_or("passing");
     if status != "passing" {
         return Ok(None);
     }
-    if let Some(tag) = tag {
-        let tagged = doc
-            .get("Tags")
-            .and_then(Value::as_array)
-            .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag)));
-        if !tagged {
-            return Ok(None);
-        }
+    let instance = Instance::from_json(obj, "Name")?;
+    if tag.is_some_and(|t| !instance.tags.iter().any(|x| x == t)) {
+        return Ok(None);
     }
-    let port = match doc.get("Port") {
-        None | Some(Value::Null) => 0,
-        Some(p) => p
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| format!("bad Port {p}"))?,
+    Ok(Some(instance))
+}
+
+/// The key of a single-key range answer, `None` when it does not exist.
+pub fn parse_key(v: &Value) -> Result<Option<KeyValue>, CatalogError> {
+    let kv = match v.get("kvs") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => match a.first() {
+            None => return Ok(None),
+            Some(kv) => kv,
+        },
+        Some(_) => return Err(CatalogError::Decode("range: kvs is not an array".into())),
     };
-    let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    Ok(Some(Instance {
-        id: text("ID"),
-        address: text("Address"),
-        port,
+    let value = decode(kv.get("value").and_then(Value::as_str).unwrap_or(""))
+        .map_err(|e| CatalogError::Decode(format!("range: value: {e}")))?;
+    let modify_index = int_field(kv, "mod_revision")?;
+    Ok(Some(KeyValue {
+        value,
+        modify_index: u64::try_from(modify_index).unwrap_or(0),
     }))
 }
 
@@ -467,61 +656,11 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding, as the gateway expects for `bytes` fields.
-pub fn encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
-}
-
-/// Standard base64; padding optional, anything else outside the alphabet refused.
-pub fn decode(text: &str) -> Result<Vec<u8>, String> {
-    let body = text.trim_end_matches('=');
-    if text.len() - body.len() > 2 || body.len() % 4 == 1 {
-        return Err(format!("invalid base64 length {}", text.len()));
-    }
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in body.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return Err(format!("invalid base64 character {:?}", char::from(c))),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
 fn with_tls(
     builder: ureq::AgentBuilder,
     cfg: &EtcdConfig,
 ) -> Result<ureq::AgentBuilder, CatalogError> {
-    Ok(builder.tls_config(super::consul::tls::client_config(&cfg.tls)?))
+    Ok(builder.tls_config(super::tls::client_config(&cfg.tls)?))
 }
 
 #[cfg(test)]
@@ -543,36 +682,6 @@ mod tests {
 
     fn kv(value: &str) -> Value {
         json!({ "key": encode(b"/cp/services/api/x"), "value": encode(value.as_bytes()) })
-    }
-
-    #[test]
-    fn base64_round_trips_and_matches_known_vectors() {
-        let vectors: [(&[u8], &str); 7] = [
-            (b"", ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (
-                b"/containerpilot/services/",
-                "L2NvbnRhaW5lcnBpbG90L3NlcnZpY2VzLw==",
-            ),
-            (&[0xff, 0xfe, 0x00], "//4A"),
-        ];
-        for (raw, text) in vectors {
-            assert_eq!(encode(raw), text);
-            assert_eq!(decode(text).as_deref(), Ok(raw));
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(decode(&encode(&all)), Ok(all));
-        assert_eq!(decode("Zm9vYg"), Ok(b"foob".to_vec()), "padding optional");
-    }
-
-    #[test]
-    fn base64_rejects_garbage() {
-        assert_eq!(decode("Zm9!"), Err("invalid base64 character '!'".into()));
-        assert_eq!(decode("Z"), Err("invalid base64 length 1".into()));
-        assert_eq!(decode("Zg==="), Err("invalid base64 length 5".into()));
     }
 
     #[test]
@@ -627,8 +736,10 @@ mod tests {
             all[0],
             Instance {
                 id: "api-a".into(),
+                name: "api".into(),
                 address: "10.0.0.5".into(),
-                port: 5432
+                port: 5432,
+                tags: vec!["blue".into()],
             }
         );
         assert_eq!(
@@ -642,6 +753,30 @@ mod tests {
         assert_eq!(
             parse_range(&json!({"kvs": 3}), None),
             Err(CatalogError::Decode("range: kvs is not an array".into()))
+        );
+    }
+
+    #[test]
+    fn key_range_answers() {
+        let answer = json!({"header": {"revision": "9"}, "kvs": [{
+            "key": encode(b"app/config"), "create_revision": "4", "mod_revision": "8",
+            "version": "2", "value": encode(b"x=1")}], "count": "1"});
+        assert_eq!(
+            parse_key(&answer),
+            Ok(Some(KeyValue {
+                value: b"x=1".to_vec(),
+                modify_index: 8
+            }))
+        );
+        assert_eq!(parse_key(&json!({"header": {"revision": "9"}})), Ok(None));
+        assert_eq!(parse_key(&json!({"kvs": []})), Ok(None));
+        let no_value = json!({"kvs": [{"key": encode(b"k"), "mod_revision": "3"}]});
+        assert_eq!(
+            parse_key(&no_value),
+            Ok(Some(KeyValue {
+                value: vec![],
+                modify_index: 3
+            }))
         );
     }
 
@@ -731,7 +866,12 @@ mod tests {
         let (a, b) = (dead_endpoint(), dead_endpoint());
         let mut c = EtcdClient::new(&cfg(&[&a, &b]), Duration::from_secs(2)).expect("client");
         assert_eq!(c.prefix, "/cp");
-        let e = c.query("api", None).expect_err("down");
+        let target = Target::Service {
+            name: "api".into(),
+            tag: None,
+            dc: None,
+        };
+        let e = c.observe(&target, 0, None).expect_err("down");
         assert!(e.is_transport(), "{e}");
         assert!(e.to_string().contains(&b["http://".len()..]), "{e}");
         assert_eq!(

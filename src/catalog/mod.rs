@@ -1,27 +1,48 @@
-//! The service catalog, kept off the event loop.
+//! The service catalog (Consul or etcd), kept off the event loop.
 //!
-//! Every catalog call is a blocking HTTP call, so all of them run on one helper
-//! thread. The loop hands that thread [`Request`]s over a channel and gets
-//! [`Reply`]s back on another; after each reply the worker wakes the loop with a
-//! `mio::Waker`, so the loop never waits on the catalog. The worker talks to its
-//! backend through the plain [`Backend`] enum so that a second catalog (etcd) can
-//! sit beside Consul without jobs or watches noticing.
+//! Catalog calls are blocking HTTP calls, so they run on helper threads and the
+//! loop only ever touches channels:
+//! - one **worker** thread (`worker.rs`) does registrations, TTL heartbeats and
+//!   deregistrations in request order;
+//! - each watch gets a **lane** (`lanes.rs`): a thread with a small stack that
+//!   holds that watch's blocking query (Consul `index`/`wait`, etcd watch) open
+//!   for minutes. A long poll therefore never delays a heartbeat, another
+//!   watch, or the loop.
+//!
+//! Replies from both come back on one channel, and the sender wakes the loop
+//! with a `mio::Waker`. Threads exist only when a catalog is configured: the
+//! worker from the start, a lane from its watch's first query. On shutdown or
+//! reload an open long poll is abandoned, not awaited: its lane is dropped, the
+//! reply it may still send is ignored, and the thread ends when its request
+//! does (the process may exit first). Non-blocking catalog I/O inside the mio
+//! loop was the alternative; it would mean a second, non-blocking HTTP client
+//! and TLS stack plus asynchronous DNS, against one small thread per watch.
 
+pub mod base64;
 pub mod consul;
 pub mod etcd;
+mod lanes;
+mod tls;
+mod worker;
 
 use crate::config::types::{CheckStatus, Config, ConsulConfig, JobConfig};
 use consul::ConsulClient;
 use etcd::EtcdClient;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use lanes::{Lanes, Reader};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+pub use worker::Backend;
 
-/// Default bound on every catalog call (SPEC §2.9).
+/// Default bound on every catalog call that is not a long poll (SPEC §2.9).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stack of every catalog thread. Threads touch only a few pages of it (HTTP,
+/// JSON and TLS handshakes are shallow), so this bounds address space, not RSS.
+pub const THREAD_STACK: usize = 256 * 1024;
 
 /// One advertised service as the catalog sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +79,7 @@ impl Service {
     }
 }
 
-/// Work for the catalog thread. Replies arrive in request order.
+/// Work for the worker thread. Replies arrive in request order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Register now with this check status (`initial_status`, leaving maintenance).
@@ -73,24 +94,101 @@ pub enum Request {
     Heartbeat { service: Service },
     /// Replies `Deregistered` or `DeregisterFailed`.
     Deregister { id: String },
-    /// Passing instances of a service; replies `Instances` or `QueryFailed`.
-    Query {
-        watch: usize,
-        name: String,
-        tag: Option<String>,
-        dc: Option<String>,
-    },
     /// Deregister everything this worker registered, reply Done, then exit the thread.
     Shutdown,
 }
 
-/// One passing instance of a watched service; change detection looks at these
-/// three fields only (reference §4).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One passing instance of a watched service, as templates will read it.
+/// Change detection compares ID, address, port and tags (see `watches`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Instance {
     pub id: String,
+    /// The service name the instance is registered under.
+    pub name: String,
+    /// The service's own address (`Service.Address` in Consul), as registered.
     pub address: String,
     pub port: u16,
+    /// Sorted, so that the same tags in another order are the same instance.
+    pub tags: Vec<String>,
+}
+
+impl Instance {
+    /// From a service document, Consul's `Service` object or the value of an
+    /// etcd instance key: `ID`, the name under `name_key`, `Address`, `Port`,
+    /// `Tags`. Missing fields are empty; a port that is not a port is an error.
+    pub fn from_json(
+        doc: &serde_json::Map<String, serde_json::Value>,
+        name_key: &str,
+    ) -> Result<Instance, String> {
+        use serde_json::Value;
+        let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let port = match doc.get("Port") {
+            None | Some(Value::Null) => 0,
+            Some(p) => p
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| format!("bad Port {p}"))?,
+        };
+        let mut tags: Vec<String> = doc
+            .get("Tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        Ok(Instance {
+            id: text("ID"),
+            name: text(name_key),
+            address: text("Address"),
+            port,
+            tags,
+        })
+    }
+}
+
+/// A watched key's value and the catalog's version of it (Consul
+/// `ModifyIndex`, etcd `mod_revision`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub value: Vec<u8>,
+    pub modify_index: u64,
+}
+
+/// What a watch looks at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Passing instances of a service, optionally with a tag, in a datacenter.
+    Service {
+        name: String,
+        tag: Option<String>,
+        dc: Option<String>,
+    },
+    /// One key: Consul KV, or an etcd key as written (not under `prefix`).
+    Key { key: String, dc: Option<String> },
+}
+
+/// What a watch saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    Instances(Vec<Instance>),
+    /// `None`: the key does not exist.
+    Key(Option<KeyValue>),
+}
+
+/// One answer to a watch query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// Where the catalog is now (Consul `X-Consul-Index`, etcd revision); the
+    /// next blocking query waits for a change after it. 0 when the catalog
+    /// sent none.
+    pub index: u64,
+    /// `None`: the wait ran out with nothing moved and nothing was read again
+    /// (etcd); Consul always sends the current state.
+    pub snapshot: Option<Snapshot>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,13 +214,12 @@ pub enum Reply {
         id: String,
         error: String,
     },
-    Instances {
+    /// The answer to `Catalog::observe` for watch `watch`.
+    Observed {
         watch: usize,
-        instances: Vec<Instance>,
-    },
-    QueryFailed {
-        watch: usize,
-        error: String,
+        /// The lane that asked; answers of abandoned lanes never reach `try_recv`.
+        lane: u64,
+        result: Result<Observation, String>,
     },
     ShutdownDone,
 }
@@ -182,46 +279,56 @@ impl fmt::Display for CatalogError {
 
 impl std::error::Error for CatalogError {}
 
-/// The catalog implementations the worker can drive.
-pub enum Backend {
-    Consul(ConsulClient),
-    /// Keeps per-instance lease state, hence the `&mut self` methods.
-    Etcd(EtcdClient),
+/// What a catalog request was for, as the request counter labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Register,
+    Heartbeat,
+    Deregister,
+    /// A service watch's query.
+    Watch,
+    /// A key watch's query.
+    Key,
 }
 
-impl Backend {
-    fn register(&mut self, s: &Service, status: CheckStatus) -> Result<(), CatalogError> {
+impl RequestKind {
+    pub const ALL: [RequestKind; 5] = [
+        RequestKind::Register,
+        RequestKind::Heartbeat,
+        RequestKind::Deregister,
+        RequestKind::Watch,
+        RequestKind::Key,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Backend::Consul(c) => c.register(s, status),
-            Backend::Etcd(c) => c.register(s, status),
+            RequestKind::Register => "register",
+            RequestKind::Heartbeat => "heartbeat",
+            RequestKind::Deregister => "deregister",
+            RequestKind::Watch => "watch",
+            RequestKind::Key => "key",
         }
     }
+}
 
-    fn pass_ttl(&mut self, id: &str) -> Result<(), CatalogError> {
-        match self {
-            Backend::Consul(c) => c.pass_ttl(id),
-            Backend::Etcd(c) => c.pass_ttl(id),
-        }
+/// HTTP requests sent to the catalog, by kind and outcome, shared by every
+/// catalog thread and read by the metrics at scrape time. `ok`: the catalog
+/// gave an answer the client accepts (a 404 for a missing key or an already
+/// gone service included); `error`: any other answer, or none.
+#[derive(Clone, Debug, Default)]
+pub struct RequestCounts(Arc<[AtomicU64; 10]>);
+
+impl RequestCounts {
+    fn slot(kind: RequestKind, ok: bool) -> usize {
+        kind as usize * 2 + usize::from(!ok)
     }
 
-    fn deregister(&mut self, id: &str) -> Result<(), CatalogError> {
-        match self {
-            Backend::Consul(c) => c.deregister(id),
-            Backend::Etcd(c) => c.deregister(id),
-        }
+    pub fn add(&self, kind: RequestKind, ok: bool) {
+        self.0[Self::slot(kind, ok)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn query(
-        &mut self,
-        name: &str,
-        tag: Option<&str>,
-        dc: Option<&str>,
-    ) -> Result<Vec<Instance>, CatalogError> {
-        match self {
-            Backend::Consul(c) => c.query(name, tag, dc),
-            // `dc` is refused by the config loader when etcd is the catalog.
-            Backend::Etcd(c) => c.query(name, tag),
-        }
+    pub fn get(&self, kind: RequestKind, ok: bool) -> u64 {
+        self.0[Self::slot(kind, ok)].load(Ordering::Relaxed)
     }
 }
 
@@ -230,75 +337,120 @@ pub struct Catalog {
     requests: Sender<Request>,
     replies: Receiver<Reply>,
     thread: Option<JoinHandle<()>>,
+    lanes: Lanes,
 }
 
 impl Catalog {
+    /// A Consul catalog (tests and tools; the daemon uses `start_for`).
     pub fn start(
         cfg: &ConsulConfig,
         waker: Arc<mio::Waker>,
         timeout: Duration,
     ) -> Result<Catalog, CatalogError> {
-        let backend = Backend::Consul(ConsulClient::new(cfg, timeout)?);
-        Catalog::start_backend(backend, waker)
+        let client = ConsulClient::new(cfg, timeout)?;
+        Catalog::spawn(
+            Backend::Consul(client.clone()),
+            Reader::Consul(client),
+            waker,
+        )
     }
 
     /// The catalog the config names (`consul` or `etcd`), `None` without one.
+    /// Every HTTP request it sends is counted in `counts`.
     pub fn start_for(
         cfg: &Config,
         waker: Arc<mio::Waker>,
         timeout: Duration,
+        counts: &RequestCounts,
     ) -> Result<Option<Catalog>, CatalogError> {
-        let backend = match (&cfg.consul, &cfg.etcd) {
-            (Some(c), _) => Backend::Consul(
-                ConsulClient::new(c, timeout)?
-                    .with_legacy_checks(cfg.compat == crate::config::types::Compat::V2),
-            ),
-            (None, Some(e)) => Backend::Etcd(EtcdClient::new(e, timeout)?),
+        let (backend, reader) = match (&cfg.consul, &cfg.etcd) {
+            (Some(c), _) => {
+                let client = ConsulClient::new(c, timeout)?
+                    .with_legacy_checks(cfg.compat == crate::config::types::Compat::V2)
+                    .with_counts(counts.clone());
+                (Backend::Consul(client.clone()), Reader::Consul(client))
+            }
+            (None, Some(e)) => {
+                let client = EtcdClient::new(e, timeout)?.with_counts(counts.clone());
+                let reader = client.reader();
+                (Backend::Etcd(client), Reader::Etcd(reader))
+            }
             (None, None) => return Ok(None),
         };
-        Catalog::start_backend(backend, waker).map(Some)
+        Catalog::spawn(backend, reader, waker).map(Some)
     }
 
-    pub fn start_backend(
+    fn spawn(
         backend: Backend,
+        reader: Reader,
         waker: Arc<mio::Waker>,
     ) -> Result<Catalog, CatalogError> {
         let (req_tx, req_rx) = mpsc::channel();
         let (rep_tx, rep_rx) = mpsc::channel();
-        let worker = Worker {
-            backend,
-            replies: rep_tx,
-            waker,
-            registered: BTreeMap::new(),
-            stale: BTreeSet::new(),
-            failing: HashSet::new(),
-        };
+        let worker = worker::Worker::new(backend, rep_tx.clone(), waker.clone());
         let thread = std::thread::Builder::new()
             .name("catalog".to_string())
+            .stack_size(THREAD_STACK)
             .spawn(move || worker.run(req_rx))
             .map_err(|e| CatalogError::Spawn(e.to_string()))?;
         Ok(Catalog {
             requests: req_tx,
             replies: rep_rx,
             thread: Some(thread),
+            lanes: Lanes::new(reader, rep_tx, waker),
         })
     }
 
-    /// Queue a request; never blocks. A request sent after the worker exited is
-    /// dropped (only possible after `Shutdown`).
+    /// Queue a request for the worker; never blocks. A request sent after the
+    /// worker exited is dropped (only possible after `Shutdown`).
     pub fn send(&self, r: Request) {
         if self.requests.send(r).is_err() {
             log::debug!("catalog worker is gone; request dropped");
         }
     }
 
+    /// Ask watch `watch`'s lane about `target`: a plain read when `wait` is
+    /// `None`, else a blocking query for a change after `index` that gives up
+    /// after about `wait`. The answer comes back as `Reply::Observed`. A lane
+    /// busy with an older query of another target is abandoned for a new one.
+    pub fn observe(
+        &mut self,
+        watch: usize,
+        target: &Target,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<(), CatalogError> {
+        self.lanes.observe(watch, target, index, wait)
+    }
+
+    /// Drop every watch lane, abandoning open long polls (a reload).
+    pub fn abandon_watches(&mut self) {
+        self.lanes.abandon_all();
+    }
+
+    /// Watch threads alive, abandoned ones still finishing a poll included.
+    pub fn lane_threads(&self) -> usize {
+        self.lanes.alive()
+    }
+
+    /// The next reply, skipping answers of abandoned lanes.
     pub fn try_recv(&self) -> Option<Reply> {
-        self.replies.try_recv().ok()
+        loop {
+            let r = self.replies.try_recv().ok()?;
+            if let Reply::Observed { watch, lane, .. } = &r {
+                if !self.lanes.is_current(*watch, *lane) {
+                    continue;
+                }
+            }
+            return Some(r);
+        }
     }
 
     /// Deregister every service and stop the worker, waiting at most `max_wait`.
-    /// Other replies still in flight are discarded: the loop is exiting.
+    /// Watch lanes are abandoned at once; other replies still in flight are
+    /// discarded: the loop is exiting.
     pub fn shutdown(mut self, max_wait: Duration) {
+        self.lanes.abandon_all();
         self.send(Request::Shutdown);
         let deadline = Instant::now() + max_wait;
         let done = loop {
@@ -317,259 +469,6 @@ impl Catalog {
             // A worker stuck on a hung agent is left behind; the process is exiting.
             _ => log::warn!("catalog: gave up waiting for deregistration after {max_wait:?}"),
         }
-    }
-}
-
-/// The helper thread's state.
-struct Worker {
-    backend: Backend,
-    replies: Sender<Reply>,
-    waker: Arc<mio::Waker>,
-    /// Services this worker registered and has not deregistered, by ID.
-    registered: BTreeMap<String, Service>,
-    /// Filled when a call could not reach the agent: it may have restarted empty,
-    /// so the next heartbeat of each of these services registers it again first.
-    stale: BTreeSet<String>,
-    /// Operations currently failing, so an outage logs once, not per heartbeat.
-    failing: HashSet<String>,
-}
-
-impl Worker {
-    fn run(mut self, requests: Receiver<Request>) {
-        // Take everything already queued at once so that a Shutdown behind a
-        // backlog of heartbeats is not delayed by them.
-        while let Ok(first) = requests.recv() {
-            let mut batch = vec![first];
-            batch.extend(requests.try_iter());
-            if batch.contains(&Request::Shutdown) {
-                self.shutdown(batch);
-                return;
-            }
-            for r in batch {
-                self.handle(r);
-            }
-        }
-        // The loop dropped its handle without a Shutdown: nothing left to answer.
-    }
-
-    fn reply(&self, r: Reply) {
-        if self.replies.send(r).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                log::debug!("catalog: cannot wake the loop: {e}");
-            }
-        }
-    }
-
-    fn handle(&mut self, r: Request) {
-        match r {
-            Request::Register { service, status } => {
-                if status != CheckStatus::Passing {
-                    log::info!(
-                        "Registering service {} with initial status set to {}",
-                        service.name,
-                        status.as_str()
-                    );
-                }
-                let reply = match self.register(&service, status) {
-                    Ok(()) => Reply::Registered { id: service.id },
-                    Err(e) => Reply::RegisterFailed {
-                        id: service.id,
-                        error: e.to_string(),
-                    },
-                };
-                self.reply(reply);
-            }
-            Request::Heartbeat { service } => self.heartbeat(service),
-            Request::Deregister { id } => {
-                let reply = match self.deregister(&id) {
-                    Ok(()) => Reply::Deregistered { id },
-                    Err(e) => Reply::DeregisterFailed {
-                        id,
-                        error: e.to_string(),
-                    },
-                };
-                self.reply(reply);
-            }
-            Request::Query {
-                watch,
-                name,
-                tag,
-                dc,
-            } => {
-                let reply = match self.query(&name, tag.as_deref(), dc.as_deref()) {
-                    Ok(instances) => Reply::Instances { watch, instances },
-                    Err(e) => Reply::QueryFailed {
-                        watch,
-                        error: e.to_string(),
-                    },
-                };
-                self.reply(reply);
-            }
-            Request::Shutdown => self.shutdown(Vec::new()),
-        }
-    }
-
-    /// Remember a transport failure (agent may come back empty) and pass the error on.
-    fn note<T>(&mut self, r: Result<T, CatalogError>) -> Result<T, CatalogError> {
-        if let Err(e) = &r {
-            if e.is_transport() {
-                self.stale = self.registered.keys().cloned().collect();
-            }
-        }
-        r
-    }
-
-    fn register(&mut self, service: &Service, status: CheckStatus) -> Result<(), CatalogError> {
-        let key = format!("register {}", service.id);
-        let r = self.backend.register(service, status);
-        match self.note(r) {
-            Ok(()) => {
-                self.recovered(&key);
-                log::info!("Service registered: {}", service.name);
-                self.stale.remove(&service.id);
-                self.registered.insert(service.id.clone(), service.clone());
-                Ok(())
-            }
-            Err(e) => {
-                self.failed(key, format!("service registration failed: {e}"));
-                Err(e)
-            }
-        }
-    }
-
-    fn heartbeat(&mut self, service: Service) {
-        let id = service.id.clone();
-        let changed = self.registered.get(&id).is_some_and(|s| *s != service);
-        let must_register =
-            changed || self.stale.contains(&id) || !self.registered.contains_key(&id);
-        if must_register {
-            if let Err(e) = self.register_for_heartbeat(&service) {
-                self.heartbeat_failed(id, e);
-                return;
-            }
-        }
-        let first = self.backend.pass_ttl(&id);
-        let result = match self.note(first) {
-            Err(e) if e.is_unknown_check() && !must_register => {
-                // The agent lost the service (restart, external deregistration).
-                self.registered.remove(&id);
-                match self.register_for_heartbeat(&service) {
-                    Ok(()) => {
-                        let again = self.backend.pass_ttl(&id);
-                        self.note(again)
-                    }
-                    Err(e) => {
-                        self.heartbeat_failed(id, e);
-                        return;
-                    }
-                }
-            }
-            other => other,
-        };
-        match result {
-            Ok(()) => {
-                self.recovered(&format!("ttl {id}"));
-                self.reply(Reply::HeartbeatOk { id });
-            }
-            Err(e) => self.heartbeat_failed(id, e),
-        }
-    }
-
-    fn register_for_heartbeat(&mut self, service: &Service) -> Result<(), CatalogError> {
-        match self.register(service, CheckStatus::Passing) {
-            Ok(()) => {
-                self.reply(Reply::Registered {
-                    id: service.id.clone(),
-                });
-                Ok(())
-            }
-            Err(e) => {
-                self.reply(Reply::RegisterFailed {
-                    id: service.id.clone(),
-                    error: e.to_string(),
-                });
-                Err(e)
-            }
-        }
-    }
-
-    fn heartbeat_failed(&mut self, id: String, e: CatalogError) {
-        self.failed(
-            format!("ttl {id}"),
-            format!("service update TTL failed: {e}"),
-        );
-        self.reply(Reply::HeartbeatFailed {
-            id,
-            error: e.to_string(),
-        });
-    }
-
-    fn deregister(&mut self, id: &str) -> Result<(), CatalogError> {
-        let r = self.backend.deregister(id);
-        let r = self.note(r);
-        // Whatever the answer, this worker no longer owns the service.
-        self.registered.remove(id);
-        self.stale.remove(id);
-        if let Err(e) = &r {
-            log::info!("deregistering failed: {e}");
-        }
-        r
-    }
-
-    fn query(
-        &mut self,
-        name: &str,
-        tag: Option<&str>,
-        dc: Option<&str>,
-    ) -> Result<Vec<Instance>, CatalogError> {
-        let key = format!("query {name} {tag:?} {dc:?}");
-        let r = self.backend.query(name, tag, dc);
-        match self.note(r) {
-            Ok(list) => {
-                self.recovered(&key);
-                Ok(list)
-            }
-            Err(e) => {
-                self.failed(key, format!("failed to query {name}: {e}"));
-                Err(e)
-            }
-        }
-    }
-
-    fn shutdown(&mut self, batch: Vec<Request>) {
-        // Explicit deregistrations still queued are honoured with a reply; the rest
-        // of the backlog (heartbeats, queries) is moot now.
-        for r in batch {
-            if let Request::Deregister { id } = r {
-                let reply = match self.deregister(&id) {
-                    Ok(()) => Reply::Deregistered { id },
-                    Err(e) => Reply::DeregisterFailed {
-                        id,
-                        error: e.to_string(),
-                    },
-                };
-                self.reply(reply);
-            }
-        }
-        let ids: Vec<String> = self.registered.keys().cloned().collect();
-        for id in ids {
-            let _ = self.deregister(&id);
-        }
-        self.reply(Reply::ShutdownDone);
-    }
-
-    /// Log a failure at WARN the first time; repeats of a failing operation go to
-    /// DEBUG so an agent outage does not flood the log.
-    fn failed(&mut self, key: String, message: String) {
-        if self.failing.insert(key) {
-            log::warn!("{message}");
-        } else {
-            log::debug!("{message}");
-        }
-    }
-
-    fn recovered(&mut self, key: &str) {
-        self.failing.remove(key);
     }
 }
 

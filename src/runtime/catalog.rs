@@ -1,16 +1,16 @@
 //! The loop's side of the service catalog: turning job actions into requests for
-//! the catalog thread, polling watches, and handling replies. Nothing here waits
-//! on the network: requests go into a channel, replies come back through the
-//! waker.
+//! the worker thread, running the watches' query cycles, and handling replies.
+//! Nothing here waits on the network: requests go into channels, replies come
+//! back through the waker, and each watch's next query is a timer.
 
 use super::{Runtime, TimerKey};
-use crate::catalog::{Catalog, Reply, Request, Service};
-use crate::config::types::Config;
+use crate::catalog::{Catalog, Observation, Reply, Request, RequestCounts, Service};
+use crate::config::types::{Config, WatchConfig};
 use crate::events::{Event, EventCode};
 use crate::jobs::Action;
 use crate::watches::WatchState;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long shutdown waits for deregistration before stopping jobs anyway.
 const DEREGISTER_WAIT: Duration = Duration::from_secs(5);
@@ -20,15 +20,35 @@ pub(super) struct CatalogState {
     pub client: Option<Catalog>,
     pub hostname: String,
     pub watches: Vec<WatchState>,
-    /// Watches with a query on the wire: a hung agent must not pile them up.
-    pub in_flight: HashSet<usize>,
     /// Shutdown deregistration: service IDs still waiting for an answer.
     pub draining: HashSet<String>,
+    /// Catalog requests by kind and outcome, shown by the metrics.
+    pub counts: RequestCounts,
+}
+
+/// Fresh watch states; the seeds vary each watch's wait jitter.
+fn watch_states(watches: &[WatchConfig]) -> Vec<WatchState> {
+    let clock = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let base = clock ^ (u64::from(std::process::id()) << 32);
+    watches
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let seed = base ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            WatchState::new(w, seed)
+        })
+        .collect()
 }
 
 impl CatalogState {
-    pub fn new(cfg: &Config, waker: std::sync::Arc<mio::Waker>) -> Result<CatalogState, String> {
-        let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT)
+    pub fn new(
+        cfg: &Config,
+        waker: std::sync::Arc<mio::Waker>,
+        counts: RequestCounts,
+    ) -> Result<CatalogState, String> {
+        let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT, &counts)
             .map_err(|e| format!("catalog: {e}"))?;
         // Said once here, not at each registration, maintenance change or shutdown.
         if client.is_none() {
@@ -46,13 +66,9 @@ impl CatalogState {
         Ok(CatalogState {
             client,
             hostname: crate::catalog::hostname(),
-            watches: cfg
-                .watches
-                .iter()
-                .map(|w| WatchState::new(&w.name))
-                .collect(),
-            in_flight: HashSet::new(),
+            watches: watch_states(&cfg.watches),
             draining: HashSet::new(),
+            counts,
         })
     }
 }
@@ -150,29 +166,47 @@ impl Runtime {
         }
     }
 
-    /// A watch's interval elapsed: ask for its passing instances.
-    pub(super) fn poll_watch(&mut self, i: usize) {
-        let Some(w) = self.cfg.watches.get(i) else {
+    /// Start a watch's next query (its timer fired, or the watches start).
+    pub(super) fn query_watch(&mut self, i: usize, now: Instant) {
+        let (Some(state), Some(client)) = (
+            self.catalog.watches.get_mut(i),
+            self.catalog.client.as_mut(),
+        ) else {
             return;
         };
-        let Some(c) = &self.catalog.client else {
+        let Some(q) = state.start(now) else {
             return;
         };
-        if !self.catalog.in_flight.insert(i) {
-            return;
+        if let Err(e) = client.observe(i, state.target(), q.index, q.wait) {
+            self.watch_answer(i, Err(e.to_string()));
         }
-        c.send(Request::Query {
-            watch: i,
-            name: w.name.clone(),
-            tag: w.tag.clone(),
-            dc: w.dc.clone(),
-        });
     }
 
-    /// Arm every watch's interval (first poll after one interval, as 3.8).
+    /// A watch's answer: publish what changed, log, and arm its next query.
+    fn watch_answer(&mut self, i: usize, result: Result<Observation, String>) {
+        let now = Instant::now();
+        let Some(state) = self.catalog.watches.get_mut(i) else {
+            return;
+        };
+        let ok = result.is_ok();
+        let out = state.on_answer(now, SystemTime::now(), result);
+        if ok && state.kind() == "service" {
+            self.metrics
+                .set_watch_instances(state.name(), state.count());
+        }
+        if let Some((level, msg)) = &out.log {
+            crate::logging::emit(*level, None, None, msg);
+        }
+        for ev in out.events {
+            self.bus.publish(ev);
+        }
+        self.timers.arm(TimerKey::Watch(i), now, out.next_in, false);
+    }
+
+    /// Every watch's first query, now (nothing to do without a catalog).
     pub(super) fn start_watches(&mut self, now: Instant) {
-        for (i, w) in self.cfg.watches.iter().enumerate() {
-            self.timers.arm(TimerKey::Watch(i), now, w.interval, true);
+        for i in 0..self.catalog.watches.len() {
+            self.query_watch(i, now);
         }
     }
 
@@ -193,24 +227,7 @@ impl Runtime {
                     self.registered.remove(&id);
                     self.drained(&id);
                 }
-                Reply::Instances { watch, instances } => {
-                    self.catalog.in_flight.remove(&watch);
-                    let Some(state) = self.catalog.watches.get_mut(watch) else {
-                        continue;
-                    };
-                    let events = state.update(instances);
-                    let n = state.count();
-                    if let Some(w) = self.cfg.watches.get(watch) {
-                        self.metrics.set_watch_instances(&w.name, n);
-                    }
-                    for ev in events {
-                        self.bus.publish(ev);
-                    }
-                }
-                Reply::QueryFailed { watch, .. } => {
-                    // the catalog thread logs the failure once per state change
-                    self.catalog.in_flight.remove(&watch);
-                }
+                Reply::Observed { watch, result, .. } => self.watch_answer(watch, result),
                 Reply::RegisterFailed { .. }
                 | Reply::HeartbeatOk { .. }
                 | Reply::HeartbeatFailed { .. }
@@ -219,29 +236,59 @@ impl Runtime {
         }
     }
 
-    /// A reload may change the catalog address or the watches.
+    /// A reload may change the catalog address or the watches. Watches start
+    /// over with fresh state (the first answer reports what it finds); their
+    /// open long polls are abandoned.
     pub(super) fn reload_catalog(&mut self, new: &Config, now: Instant) -> Result<(), String> {
+        self.stop_watches();
         if new.consul != self.cfg.consul || new.etcd != self.cfg.etcd {
             if let Some(old) = self.catalog.client.take() {
                 old.shutdown(Duration::from_secs(2));
             }
             self.registered.clear();
-            self.catalog.client =
-                Catalog::start_for(new, self.waker.clone(), crate::catalog::DEFAULT_TIMEOUT)
-                    .map_err(|e| format!("catalog: {e}"))?;
+            self.catalog.client = Catalog::start_for(
+                new,
+                self.waker.clone(),
+                crate::catalog::DEFAULT_TIMEOUT,
+                &self.catalog.counts,
+            )
+            .map_err(|e| format!("catalog: {e}"))?;
+        } else if let Some(c) = self.catalog.client.as_mut() {
+            c.abandon_watches();
         }
-        // Watches restart with fresh state: the first poll reports what it finds.
-        self.stop_watches();
-        self.catalog.watches = new
+        self.catalog.watches = watch_states(&new.watches);
+        self.start_watches(now);
+        Ok(())
+    }
+
+    /// Each watch for the status page: what it looks at, where it is, what it saw.
+    pub(super) fn watch_status(&self) -> Vec<crate::telemetry::WatchStatus> {
+        self.catalog
             .watches
             .iter()
-            .map(|w| WatchState::new(&w.name))
-            .collect();
-        self.catalog.in_flight.clear();
-        for (i, w) in new.watches.iter().enumerate() {
-            self.timers.arm(TimerKey::Watch(i), now, w.interval, true);
-        }
-        Ok(())
+            .map(|w| {
+                let key = w.kind() == "key";
+                crate::telemetry::WatchStatus {
+                    name: w.name().to_string(),
+                    kind: w.kind(),
+                    index: w.index(),
+                    last_change: w.last_change().map(|t| {
+                        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                        crate::logging::rfc3339nano(d.as_secs() as i64, 0)
+                    }),
+                    instances: (!key).then(|| w.count()),
+                    value_size: w.value().map(|v| v.value.len()),
+                    modify_index: w.value().map(|v| v.modify_index),
+                    failing: w.failing(),
+                }
+            })
+            .collect()
+    }
+
+    /// The state of the watch named `name`: the instances or the key value it
+    /// last saw (what templates read).
+    pub fn watch_state(&self, name: &str) -> Option<&WatchState> {
+        self.catalog.watches.iter().find(|w| w.name() == name)
     }
 
     /// On the way out: make sure nothing we registered stays behind.

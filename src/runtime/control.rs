@@ -406,7 +406,6 @@ impl Runtime {
                 },
             });
         }
-        let watches: Vec<String> = self.cfg.watches.iter().map(|w| w.name.clone()).collect();
-        telemetry::status_json(crate::VERSION, &jobs, &watches)
+        telemetry::status_json(crate::VERSION, &jobs, &self.watch_status())
     }
 }

@@ -46,7 +46,7 @@ enum TimerKey {
     ProcTimeout(i32),
     /// After every job has ended on shutdown: SIGKILL whatever is still alive.
     FinalKill,
-    /// A watch's polling interval.
+    /// A watch's next query is due.
     Watch(usize),
     /// Bound on waiting for shutdown deregistration.
     DeregisterWait,
@@ -181,7 +181,8 @@ impl Runtime {
             }
             Err(e) => return Err(RunError(e)),
         };
-        let catalog = catalog::CatalogState::new(&cfg, waker.clone()).map_err(RunError)?;
+        let catalog = catalog::CatalogState::new(&cfg, waker.clone(), metrics.catalog_requests())
+            .map_err(RunError)?;
         let telemetry = match &cfg.telemetry {
             Some(t) => {
                 let l = listeners::bind_telemetry(t).map_err(RunError)?;
@@ -673,7 +674,7 @@ impl Runtime {
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
-                TimerKey::Watch(i) => self.poll_watch(i),
+                TimerKey::Watch(i) => self.query_watch(i, now),
                 TimerKey::DeregisterWait => self.deregister_wait_expired(),
                 TimerKey::FinalKill => {
                     for pid in self.procs.keys() {

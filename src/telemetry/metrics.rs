@@ -5,6 +5,7 @@
 //! loop calls it directly.
 
 use super::procstat::ProcessCollector;
+use crate::catalog::{RequestCounts, RequestKind};
 use crate::config::types::{MetricConfig, MetricKind};
 use crate::events::{Event, EventCode};
 use prometheus::core::{Collector, Desc};
@@ -29,6 +30,7 @@ const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 const EVENTS: &str = "containerpilot_events";
 const CONTROL: &str = "containerpilot_control_http_requests";
 const WATCHES: &str = "containerpilot_watch_instances";
+const CATALOG: &str = "containerpilot_catalog_requests_total";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum MetricError {
@@ -147,6 +149,62 @@ impl Collector for WindowSummary {
     }
 }
 
+/// `containerpilot_catalog_requests_total{kind,outcome}`, read at scrape time
+/// from the counters the catalog threads bump. Every kind and outcome is
+/// always listed, so rates work from the first scrape.
+struct CatalogRequests {
+    desc: Desc,
+    counts: RequestCounts,
+}
+
+impl CatalogRequests {
+    fn new(counts: RequestCounts) -> prometheus::Result<CatalogRequests> {
+        let desc = Desc::new(
+            CATALOG.to_string(),
+            "HTTP requests sent to the catalog, partitioned by kind (register, heartbeat, \
+             deregister, watch, key) and outcome (ok, error)"
+                .to_string(),
+            vec!["kind".to_string(), "outcome".to_string()],
+            HashMap::new(),
+        )?;
+        Ok(CatalogRequests { desc, counts })
+    }
+}
+
+impl Collector for CatalogRequests {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let label = |name: &str, value: &str| {
+            let mut l = proto::LabelPair::default();
+            l.set_name(name.to_string());
+            l.set_value(value.to_string());
+            l
+        };
+        let mut metrics = Vec::new();
+        for kind in RequestKind::ALL {
+            for (ok, outcome) in [(true, "ok"), (false, "error")] {
+                let mut c = proto::Counter::default();
+                c.set_value(self.counts.get(kind, ok) as f64);
+                let mut m = proto::Metric::from_label(vec![
+                    label("kind", kind.as_str()),
+                    label("outcome", outcome),
+                ]);
+                m.set_counter(c);
+                metrics.push(m);
+            }
+        }
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.desc.fq_name.clone());
+        mf.set_help(self.desc.help.clone());
+        mf.set_field_type(MetricType::COUNTER);
+        mf.set_metric(metrics);
+        vec![mf]
+    }
+}
+
 #[derive(Clone)]
 enum UserValue {
     Counter(Counter),
@@ -221,6 +279,7 @@ pub struct Metrics {
     events: CounterVec,
     control_requests: CounterVec,
     watch_instances: GaugeVec,
+    catalog_requests: RequestCounts,
     user: Vec<UserMetric>,
 }
 
@@ -269,11 +328,18 @@ impl Metrics {
         registry
             .register(Box::new(ProcessCollector::new()))
             .map_err(builtin)?;
+        let catalog_requests = RequestCounts::default();
+        registry
+            .register(Box::new(
+                CatalogRequests::new(catalog_requests.clone()).map_err(builtin)?,
+            ))
+            .map_err(builtin)?;
         let mut metrics = Metrics {
             registry,
             events,
             control_requests,
             watch_instances,
+            catalog_requests,
             user: Vec::new(),
         };
         metrics.user = metrics.register_user(user)?;
@@ -395,6 +461,11 @@ impl Metrics {
         {
             g.set(n as f64);
         }
+    }
+
+    /// The counters the catalog bumps for each request it sends.
+    pub fn catalog_requests(&self) -> RequestCounts {
+        self.catalog_requests.clone()
     }
 
     /// Prometheus text exposition (see [`CONTENT_TYPE`]), families sorted by name.
@@ -673,17 +744,24 @@ mod tests {
         m.record_control_request(200, "/v3/environ");
         m.record_control_request(200, "/v3/environ");
         m.record_control_request(400, "/v3/metric");
+        m.catalog_requests().add(RequestKind::Heartbeat, true);
+        m.catalog_requests().add(RequestKind::Heartbeat, true);
+        m.catalog_requests().add(RequestKind::Key, false);
         m.set_watch_instances("db", 3);
         m.set_watch_instances("db", 2);
         m.set_watch_instances("cache", 0);
         let text = m.render();
         assert!(text.contains("# TYPE containerpilot_control_http_requests counter\n"));
         assert!(text.contains("# TYPE containerpilot_watch_instances gauge\n"));
+        assert!(text.contains("# TYPE containerpilot_catalog_requests_total counter\n"));
         for line in [
             "containerpilot_control_http_requests{code=\"200\",path=\"/v3/environ\"} 2",
             "containerpilot_control_http_requests{code=\"400\",path=\"/v3/metric\"} 1",
             "containerpilot_watch_instances{service=\"db\"} 2",
             "containerpilot_watch_instances{service=\"cache\"} 0",
+            "containerpilot_catalog_requests_total{kind=\"heartbeat\",outcome=\"ok\"} 2",
+            "containerpilot_catalog_requests_total{kind=\"key\",outcome=\"error\"} 1",
+            "containerpilot_catalog_requests_total{kind=\"register\",outcome=\"ok\"} 0",
         ] {
             assert!(has(&m, line), "missing {line} in\n{text}");
         }

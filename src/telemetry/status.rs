@@ -20,6 +20,49 @@ pub struct JobStatus {
     pub restarts_left: Option<u32>,
 }
 
+/// One watch as the status page shows it (`WatchDetails`); `Watches` keeps the
+/// 3.8 list of names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchStatus {
+    pub name: String,
+    /// `service` or `key`.
+    pub kind: &'static str,
+    /// The catalog index the next blocking query waits from (0 = none yet).
+    pub index: u64,
+    /// RFC 3339 UTC time of the last change seen.
+    pub last_change: Option<String>,
+    /// Service watches: passing instances last seen.
+    pub instances: Option<usize>,
+    /// Key watches: the value's size in bytes and its modify index; both
+    /// `None` while the key does not exist. The value itself is never shown.
+    pub value_size: Option<usize>,
+    pub modify_index: Option<u64>,
+    /// True while the watch's last query failed.
+    pub failing: bool,
+}
+
+fn watch_json(w: &WatchStatus) -> String {
+    let mut out = format!(
+        "{{\"Name\":{},\"Kind\":{},\"Index\":{},\"LastChange\":{},\"Failing\":{}",
+        js(&w.name),
+        js(w.kind),
+        w.index,
+        opt_js(w.last_change.as_deref().map(js)),
+        w.failing
+    );
+    if w.kind == "key" {
+        out.push_str(&format!(
+            ",\"ValueSize\":{},\"ModifyIndex\":{}",
+            opt_js(w.value_size),
+            opt_js(w.modify_index)
+        ));
+    } else {
+        out.push_str(&format!(",\"Instances\":{}", w.instances.unwrap_or(0)));
+    }
+    out.push('}');
+    out
+}
+
 fn js(s: &str) -> String {
     Value::from(s).to_string()
 }
@@ -51,8 +94,9 @@ fn list(items: Vec<String>) -> String {
 }
 
 /// Compact JSON with a trailing newline (Go's `json.Encoder` output), keys in
-/// the 3.8 order: Version, Jobs, Services, Watches; entries in the order given.
-pub fn status_json(version: &str, jobs: &[JobStatus], watches: &[String]) -> String {
+/// the 3.8 order: Version, Jobs, Services, Watches (names), then WatchDetails;
+/// entries in the order given.
+pub fn status_json(version: &str, jobs: &[JobStatus], watches: &[WatchStatus]) -> String {
     let plain = jobs
         .iter()
         .filter(|j| !j.advertised)
@@ -79,13 +123,15 @@ pub fn status_json(version: &str, jobs: &[JobStatus], watches: &[String]) -> Str
             )
         })
         .collect();
-    let watches = watches.iter().map(|w| js(w)).collect();
+    let names = watches.iter().map(|w| js(&w.name)).collect();
+    let details = watches.iter().map(watch_json).collect();
     format!(
-        "{{\"Version\":{},\"Jobs\":{},\"Services\":{},\"Watches\":{}}}\n",
+        "{{\"Version\":{},\"Jobs\":{},\"Services\":{},\"Watches\":{},\"WatchDetails\":{}}}\n",
         js(version),
         list(plain),
         list(services),
-        list(watches)
+        list(names),
+        list(details)
     )
 }
 
@@ -130,25 +176,16 @@ fn entries<'a>(status: &'a Value, key: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-/// Jobs first, then services, then a `WATCHES:` line when there are any.
-/// Columns are padded to their widest cell; no trailing spaces.
-pub fn status_table(status: &Value) -> String {
-    let header = ["NAME", "STATUS", "PID", "RESTARTS", "DEPENDS ON", "ADDRESS"].map(String::from);
-    let mut rows = vec![header];
-    rows.extend(entries(status, "Jobs").iter().map(|j| row(j, "-".into())));
-    rows.extend(
-        entries(status, "Services")
-            .iter()
-            .map(|s| row(s, address(s))),
-    );
-    let mut widths = [0usize; 6];
-    for r in &rows {
+/// Rows padded to their widest cell per column; no trailing spaces.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
             line.push_str(c);
@@ -159,6 +196,59 @@ pub fn status_table(status: &Value) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// One `WatchDetails` entry: what it last saw and whether it is failing.
+fn watch_row(w: &Value) -> [String; 6] {
+    let number = |k: &str| w.get(k).and_then(Value::as_u64);
+    let seen = match w.get("Kind").and_then(Value::as_str) {
+        Some("key") => match number("ValueSize") {
+            Some(n) => format!("{n} bytes"),
+            None => "no key".to_string(),
+        },
+        _ => match number("Instances") {
+            Some(1) => "1 instance".to_string(),
+            Some(n) => format!("{n} instances"),
+            None => "-".to_string(),
+        },
+    };
+    let state = match w.get("Failing").and_then(Value::as_bool) {
+        Some(true) => "failing",
+        Some(false) => "ok",
+        None => "-",
+    };
+    [
+        cell(w.get("Name")),
+        cell(w.get("Kind")),
+        cell(w.get("Index")),
+        cell(w.get("LastChange")),
+        seen,
+        state.to_string(),
+    ]
+}
+
+/// Jobs and services in one table, then the watches in another (or, from a
+/// daemon without `WatchDetails`, a `WATCHES:` line of names).
+pub fn status_table(status: &Value) -> String {
+    let header = ["NAME", "STATUS", "PID", "RESTARTS", "DEPENDS ON", "ADDRESS"].map(String::from);
+    let mut rows = vec![header];
+    rows.extend(entries(status, "Jobs").iter().map(|j| row(j, "-".into())));
+    rows.extend(
+        entries(status, "Services")
+            .iter()
+            .map(|s| row(s, address(s))),
+    );
+    let mut out = table(&rows);
+    let details = entries(status, "WatchDetails");
+    if !details.is_empty() {
+        let header = ["WATCH", "KIND", "INDEX", "LAST CHANGE", "SEEN", "STATE"].map(String::from);
+        let mut rows = vec![header];
+        rows.extend(details.iter().map(watch_row));
+        out.push('\n');
+        out.push_str(&table(&rows));
+        return out;
     }
     let watches: Vec<String> = entries(status, "Watches")
         .iter()
@@ -209,9 +299,34 @@ mod tests {
         ]
     }
 
+    fn watches() -> Vec<WatchStatus> {
+        vec![
+            WatchStatus {
+                name: "db".into(),
+                kind: "service",
+                index: 42,
+                last_change: Some("2026-12-05T18:49:54Z".into()),
+                instances: Some(2),
+                value_size: None,
+                modify_index: None,
+                failing: false,
+            },
+            WatchStatus {
+                name: "cfg".into(),
+                kind: "key",
+                index: 17,
+                last_change: None,
+                instances: None,
+                value_size: Some(1234),
+                modify_index: Some(16),
+                failing: true,
+            },
+        ]
+    }
+
     #[test]
     fn json_shape() {
-        let out = status_json("3.9.0", &sample(), &["db".into(), "cache".into()]);
+        let out = status_json("3.9.0", &sample(), &watches());
         assert_eq!(
             out,
             concat!(
@@ -219,7 +334,9 @@ mod tests {
                 r#""Jobs":[{"Name":"setup","Status":"unknown","DependsOn":null,"Pid":null,"Restarts":0}],"#,
                 r#""Services":[{"Name":"app","Address":"10.0.0.2","Port":8080,"Status":"healthy","DependsOn":"setup","Pid":42,"Restarts":"unlimited"},"#,
                 r#"{"Name":"containerpilot","Address":"10.0.0.2","Port":9090,"Status":"healthy","DependsOn":null,"Pid":null,"Restarts":3}],"#,
-                r#""Watches":["db","cache"]}"#,
+                r#""Watches":["db","cfg"],"#,
+                r#""WatchDetails":[{"Name":"db","Kind":"service","Index":42,"LastChange":"2026-12-05T18:49:54Z","Failing":false,"Instances":2},"#,
+                r#"{"Name":"cfg","Kind":"key","Index":17,"LastChange":null,"Failing":true,"ValueSize":1234,"ModifyIndex":16}]}"#,
                 "\n"
             )
         );
@@ -231,7 +348,7 @@ mod tests {
     fn empty_lists_are_null_and_strings_escaped() {
         assert_eq!(
             status_json("dev", &[], &[]),
-            "{\"Version\":\"dev\",\"Jobs\":null,\"Services\":null,\"Watches\":null}\n"
+            "{\"Version\":\"dev\",\"Jobs\":null,\"Services\":null,\"Watches\":null,\"WatchDetails\":null}\n"
         );
         let mut j = sample().remove(1);
         j.name = "a\"b".into();
@@ -241,7 +358,7 @@ mod tests {
 
     #[test]
     fn table_from_json() {
-        let json = status_json("3.9.0", &sample(), &["db".into(), "cache".into()]);
+        let json = status_json("3.9.0", &sample(), &watches());
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(
             status_table(&v),
@@ -250,6 +367,18 @@ mod tests {
                 "setup           unknown  -    0          -           -\n",
                 "app             healthy  42   unlimited  setup       10.0.0.2:8080\n",
                 "containerpilot  healthy  -    3          -           10.0.0.2:9090\n",
+                "\n",
+                "WATCH  KIND     INDEX  LAST CHANGE           SEEN         STATE\n",
+                "db     service  42     2026-12-05T18:49:54Z  2 instances  ok\n",
+                "cfg    key      17     -                     1234 bytes   failing\n",
+            )
+        );
+        // a daemon without WatchDetails: the 3.8 list of names
+        let old = serde_json::json!({"Jobs": null, "Services": null, "Watches": ["db", "cache"]});
+        assert_eq!(
+            status_table(&old),
+            concat!(
+                "NAME  STATUS  PID  RESTARTS  DEPENDS ON  ADDRESS\n",
                 "\n",
                 "WATCHES: db, cache\n"
             )

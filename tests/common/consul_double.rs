@@ -17,9 +17,20 @@
 //! - `GET /v1/agent/services`, `GET /v1/agent/checks`: maps keyed by ID.
 //! - `GET /v1/health/service/<name>?passing&tag&dc&index&wait`: entries
 //!   `{Node, Service, Checks}` (node check `serfHealth` included), header
-//!   `X-Consul-Index`; with `index` the call blocks until the index moves past it
-//!   or `wait` (default 5m, max 10m) elapses; a `dc` other than `dc1` answers 500
-//!   `No path to datacenter`.
+//!   `X-Consul-Index` = the last index at which an instance or check of that
+//!   service changed (the catalog's index for a name never seen); a `dc` other
+//!   than `dc1` answers 500 `No path to datacenter`.
+//! - `GET|PUT|DELETE /v1/kv/<key>[?dc&index&wait]`: PUT stores the raw body and
+//!   answers `true`, DELETE answers `true` (also for a missing key); GET answers
+//!   `[{"LockIndex","Key","Flags","Value" (base64, null when empty),
+//!   "CreateIndex","ModifyIndex"}]`, or 404 with an empty body when the key does
+//!   not exist. `X-Consul-Index` is the key's ModifyIndex, or the KV store's
+//!   last index when the key does not exist.
+//! - Blocking queries (health and KV): with `index` the call is held until the
+//!   answer's index moves past it or `wait` (default 5m, max 10m, plus up to
+//!   wait/16 of jitter) runs out, then answered with the current state and
+//!   `X-Consul-Index` — on every answer. A TTL update that changes neither status
+//!   nor output does not move the index (the agent syncs only changes).
 //! - TTL checks turn critical with Output `TTL expired` when not updated within
 //!   their TTL (the timer starts at registration); a service whose check has been
 //!   critical for `DeregisterCriticalServiceAfter` is removed. Unlike Consul, no
@@ -29,7 +40,11 @@
 //!   `Authorization: Bearer`.
 //!
 //! Switches: `set_down` (connections are accepted and closed unanswered, like a
-//! dead agent), `set_delay` (answer slowly; `Duration::MAX` = never, until reset),
+//! dead agent; held queries are dropped too), `set_delay` (answer slowly;
+//! `Duration::MAX` = never, until reset: a paused agent), `set_holding(false)`
+//! (answer blocking queries at once, as a cache or proxy in front of the agent
+//! that strips the hold would; what plain interval polling costs),
+//! `rewind_index` (every index goes back, as after a snapshot restore),
 //! `restart` (forget every registration), `stop`. No TLS: std cannot serve it.
 #![allow(dead_code)]
 
@@ -61,17 +76,48 @@ struct Shared {
     changed: Condvar,
     down: AtomicBool,
     stopped: AtomicBool,
+    /// False: blocking queries are answered at once.
+    holding: AtomicBool,
     delay: Mutex<Duration>,
 }
 
 #[derive(Default)]
 struct State {
-    /// Raft-like index: bumped on every catalog change.
+    /// Raft-like index: bumped on every catalog or KV change.
     index: u64,
+    /// Per service name: the index of its last change.
+    service_index: BTreeMap<String, u64>,
     services: BTreeMap<String, Svc>,
     checks: BTreeMap<String, Check>,
+    kv: BTreeMap<String, KvEntry>,
+    /// The index of the last KV write or delete.
+    kv_index: u64,
     acl_token: Option<String>,
     log: Vec<RequestRecord>,
+}
+
+#[derive(Clone, Debug)]
+struct KvEntry {
+    value: Vec<u8>,
+    flags: u64,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl State {
+    /// A change to service `name`: a new index, recorded for that name.
+    fn touch(&mut self, name: &str) {
+        self.index += 1;
+        self.service_index.insert(name.to_string(), self.index);
+    }
+
+    fn index_of_service(&self, name: &str) -> u64 {
+        self.service_index.get(name).copied().unwrap_or(self.index)
+    }
+
+    fn index_of_key(&self, key: &str) -> u64 {
+        self.kv.get(key).map_or(self.kv_index, |e| e.modify_index)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +188,7 @@ impl ConsulDouble {
             changed: Condvar::new(),
             down: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            holding: AtomicBool::new(true),
             delay: Mutex::new(Duration::ZERO),
         });
         let accept = {
@@ -229,15 +276,72 @@ impl ConsulDouble {
     /// Forget every service and check, as a restarted agent without config would.
     pub fn restart(&self) {
         let mut st = self.shared.lock();
+        let names: Vec<String> = st.services.values().map(|s| s.name.clone()).collect();
         st.services.clear();
         st.checks.clear();
         st.index += 1;
+        for n in names {
+            st.touch(&n);
+        }
         self.shared.changed.notify_all();
     }
 
-    /// While down, connections are accepted and closed without an answer.
+    /// `PUT /v1/kv/<key>` with this value; returns the new ModifyIndex.
+    pub fn kv_put(&self, key: &str, value: &[u8]) -> u64 {
+        let mut st = self.shared.lock();
+        kv_put(&mut st, key, value, None);
+        self.shared.changed.notify_all();
+        st.index
+    }
+
+    /// `DELETE /v1/kv/<key>`.
+    pub fn kv_delete(&self, key: &str) {
+        let mut st = self.shared.lock();
+        kv_delete(&mut st, key);
+        self.shared.changed.notify_all();
+    }
+
+    /// Every index goes back to `to` (a restored snapshot), the state stays.
+    pub fn rewind_index(&self, to: u64) {
+        let mut st = self.shared.lock();
+        st.index = to;
+        st.kv_index = st.kv_index.min(to);
+        for i in st.service_index.values_mut() {
+            *i = (*i).min(to);
+        }
+        for e in st.kv.values_mut() {
+            e.modify_index = e.modify_index.min(to);
+            e.create_index = e.create_index.min(to);
+        }
+        self.shared.changed.notify_all();
+    }
+
+    /// The current index of service `name` (what X-Consul-Index would say).
+    pub fn service_index(&self, name: &str) -> u64 {
+        self.shared.lock().index_of_service(name)
+    }
+
+    /// While down, connections are accepted and closed without an answer, and
+    /// held blocking queries are dropped unanswered.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+    }
+
+    /// `false`: blocking queries are answered at once (see the module notes).
+    pub fn set_holding(&self, holding: bool) {
+        self.shared.holding.store(holding, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+    }
+
+    /// Requests whose path (with query) starts with `prefix`.
+    pub fn count_requests(&self, prefix: &str) -> usize {
+        self.shared
+            .lock()
+            .log
+            .iter()
+            .filter(|(_, p, _)| p.starts_with(prefix))
+            .count()
     }
 
     /// Every answer waits this long first; `Duration::MAX` never answers until
@@ -278,9 +382,12 @@ impl Shared {
     fn tick(&self) {
         let mut st = self.lock();
         if expire(&mut st, Instant::now()) {
-            st.index += 1;
             self.changed.notify_all();
         }
+    }
+
+    fn gone(&self) -> bool {
+        self.down.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst)
     }
 
     fn delay(&self) -> Duration {
@@ -348,7 +455,7 @@ fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             .push((req.method.clone(), req.target.clone(), token.clone()));
         let started = Instant::now();
         while started.elapsed() < shared.delay() {
-            if shared.stopped.load(Ordering::SeqCst) {
+            if shared.gone() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -356,7 +463,10 @@ fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
         if shared.down.load(Ordering::SeqCst) {
             return;
         }
-        let answer = route(&shared, &req, token.as_deref());
+        // None: the agent went down while holding the query.
+        let Some(answer) = route(&shared, &req, token.as_deref()) else {
+            return;
+        };
         let close = req
             .header("Connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));
@@ -487,7 +597,7 @@ fn request_token(req: &Parsed) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-fn route(shared: &Shared, req: &Parsed, token: Option<&str>) -> Answer {
+fn route(shared: &Shared, req: &Parsed, token: Option<&str>) -> Option<Answer> {
     shared.tick();
     let (path, _) = req.target.split_once('?').unwrap_or((&req.target, ""));
     let path = percent_decode(path);
@@ -496,8 +606,8 @@ fn route(shared: &Shared, req: &Parsed, token: Option<&str>) -> Answer {
     let mut st = shared.lock();
     if let Some(expected) = &st.acl_token {
         match token.filter(|t| !t.is_empty()) {
-            None => return Answer::error(403, "Permission denied"),
-            Some(t) if t != expected => return Answer::error(403, "ACL not found"),
+            None => return Some(Answer::error(403, "Permission denied")),
+            Some(t) if t != expected => return Some(Answer::error(403, "ACL not found")),
             Some(_) => {}
         }
     }
@@ -529,13 +639,152 @@ fn route(shared: &Shared, req: &Parsed, token: Option<&str>) -> Answer {
             drop(st);
             return health_service(shared, name, &params);
         }
+    } else if let Some(key) = path.strip_prefix("/v1/kv/") {
+        match method {
+            "GET" => {
+                drop(st);
+                return kv_get(shared, key, &params);
+            }
+            "PUT" => {
+                let flags = params.get("flags").and_then(|f| f.parse().ok());
+                kv_put(&mut st, key, &req.body, flags);
+                Answer::json(Value::Bool(true))
+            }
+            "DELETE" => {
+                kv_delete(&mut st, key);
+                Answer::json(Value::Bool(true))
+            }
+            _ => Answer::error(405, &format!("method {method} not allowed")),
+        }
     } else {
         Answer::error(404, "404 page not found")
     };
-    if answer.code == 200 && method == "PUT" {
+    if answer.code == 200 && matches!(method, "PUT" | "DELETE") {
         shared.changed.notify_all();
     }
-    answer
+    Some(answer)
+}
+
+/// `index` and `wait` of a blocking query: `Ok(None)` without an index.
+fn blocking_params(params: &BTreeMap<String, String>) -> Result<Option<(u64, Duration)>, Answer> {
+    let wait = match params.get("wait").map(|w| parse_go_duration(w)) {
+        None => Duration::from_secs(300),
+        Some(Ok(w)) => w.min(Duration::from_secs(600)),
+        Some(Err(e)) => return Err(Answer::error(400, &format!("Invalid wait time: {e}"))),
+    };
+    match params.get("index").map(|i| i.parse::<u64>()) {
+        None => Ok(None),
+        Some(Ok(i)) => {
+            // Consul adds up to wait/16 so that many waiters do not wake together.
+            let spread = wait.as_millis() as u64 / 16;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as u64);
+            let jitter = if spread == 0 { 0 } else { nanos % spread };
+            Ok(Some((i, wait + Duration::from_millis(jitter))))
+        }
+        Some(Err(_)) => Err(Answer::error(400, "Invalid index")),
+    }
+}
+
+/// Holds a blocking query: returns the locked state once `index_of` moves past
+/// `min`, or the wait runs out (also when the double does not hold); `None`
+/// when the agent went down or stopped meanwhile.
+fn hold<'a>(
+    shared: &'a Shared,
+    block: Option<(u64, Duration)>,
+    index_of: impl Fn(&State) -> u64,
+) -> Option<MutexGuard<'a, State>> {
+    let mut st = shared.lock();
+    let Some((min, wait)) = block else {
+        return Some(st);
+    };
+    let deadline = Instant::now() + wait;
+    while index_of(&st) <= min && shared.holding.load(Ordering::SeqCst) {
+        if shared.gone() {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        st = match shared.changed.wait_timeout(st, left) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
+    if shared.gone() {
+        return None;
+    }
+    Some(st)
+}
+
+/// A read that may block: checks `dc`, then holds as asked (see `hold`).
+/// `Err(Some(answer))`: answer that instead; `Err(None)`: drop the connection.
+fn read<'a>(
+    shared: &'a Shared,
+    params: &BTreeMap<String, String>,
+    index_of: impl Fn(&State) -> u64,
+) -> Result<MutexGuard<'a, State>, Option<Answer>> {
+    if let Some(dc) = params.get("dc").filter(|d| !d.is_empty()) {
+        if dc != DATACENTER {
+            return Err(Some(Answer::error(500, "No path to datacenter")));
+        }
+    }
+    let block = blocking_params(params).map_err(Some)?;
+    hold(shared, block, index_of).ok_or(None)
+}
+
+fn kv_put(st: &mut State, key: &str, value: &[u8], flags: Option<u64>) {
+    st.index += 1;
+    st.kv_index = st.index;
+    let index = st.index;
+    let entry = st.kv.entry(key.to_string()).or_insert(KvEntry {
+        value: Vec::new(),
+        flags: 0,
+        create_index: index,
+        modify_index: index,
+    });
+    entry.value = value.to_vec();
+    entry.modify_index = index;
+    if let Some(f) = flags {
+        entry.flags = f;
+    }
+}
+
+fn kv_delete(st: &mut State, key: &str) {
+    // Consul moves the KV index on a delete even when the key did not exist.
+    st.index += 1;
+    st.kv_index = st.index;
+    st.kv.remove(key);
+}
+
+fn kv_get(shared: &Shared, key: &str, params: &BTreeMap<String, String>) -> Option<Answer> {
+    let st = match read(shared, params, |st| st.index_of_key(key)) {
+        Ok(st) => st,
+        Err(a) => return a,
+    };
+    let mut a = match st.kv.get(key) {
+        None => Answer::error(404, ""),
+        Some(e) => {
+            let value = if e.value.is_empty() {
+                Value::Null
+            } else {
+                Value::String(containerpilot::catalog::base64::encode(&e.value))
+            };
+            Answer::json(json!([{
+                "LockIndex": 0,
+                "Key": key,
+                "Flags": e.flags,
+                "Value": value,
+                "CreateIndex": e.create_index,
+                "ModifyIndex": e.modify_index,
+            }]))
+        }
+    };
+    // Consul never answers index 0: blocking on 0 would not block.
+    a.index = Some(st.index_of_key(key).max(1));
+    Some(a)
 }
 
 /// Case-insensitive field lookup, as Consul's JSON decoding matches names.
@@ -562,8 +811,13 @@ fn register(st: &mut State, body: &str) -> Answer {
             if let Some(c) = check {
                 st.checks.insert(c.id.clone(), c);
             }
-            st.services.insert(svc.id.clone(), svc);
-            st.index += 1;
+            let name = svc.name.clone();
+            if let Some(old) = st.services.insert(svc.id.clone(), svc) {
+                if old.name != name {
+                    st.touch(&old.name);
+                }
+            }
+            st.touch(&name);
             Answer::empty()
         }
         Err(e) => Answer::error(400, &e),
@@ -691,7 +945,7 @@ fn register_check(st: &mut State, body: &str) -> Answer {
     match parse_check(&c, &svc) {
         Ok(check) => {
             st.checks.insert(check.id.clone(), check);
-            st.index += 1;
+            st.touch(&svc.name);
             Answer::empty()
         }
         Err(e) => Answer::error(400, &e),
@@ -699,11 +953,11 @@ fn register_check(st: &mut State, body: &str) -> Answer {
 }
 
 fn deregister(st: &mut State, id: &str) -> Answer {
-    if st.services.remove(id).is_none() {
+    let Some(svc) = st.services.remove(id) else {
         return Answer::error(404, &format!("Unknown service ID {id:?}"));
-    }
+    };
     st.checks.retain(|_, c| c.service_id != id);
-    st.index += 1;
+    st.touch(&svc.name);
     Answer::empty()
 }
 
@@ -738,21 +992,26 @@ fn update_check(st: &mut State, id: &str, body: &str) -> Answer {
         ("critical", None) => Some(now),
         _ => None,
     };
+    // The agent syncs a check to the catalog only when it changed.
+    let moved = check.status != status || check.output != output;
     check.status = status;
     check.output = output;
-    st.index += 1;
+    if moved {
+        let name = check.service_name.clone();
+        st.touch(&name);
+    }
     Answer::empty()
 }
 
 /// True when something changed.
 fn expire(st: &mut State, now: Instant) -> bool {
-    let mut changed = false;
+    let mut touched = Vec::new();
     for c in st.checks.values_mut() {
         if now >= c.expires && c.status != "critical" {
             c.status = "critical".to_string();
             c.output = "TTL expired".to_string();
             c.critical_since = Some(now);
-            changed = true;
+            touched.push(c.service_name.clone());
         }
     }
     let reap: Vec<String> = st
@@ -765,11 +1024,15 @@ fn expire(st: &mut State, now: Instant) -> bool {
         .map(|c| c.service_id.clone())
         .collect();
     for id in reap {
-        st.services.remove(&id);
+        if let Some(svc) = st.services.remove(&id) {
+            touched.push(svc.name);
+        }
         st.checks.retain(|_, c| c.service_id != id);
-        changed = true;
     }
-    changed
+    for name in &touched {
+        st.touch(name);
+    }
+    !touched.is_empty()
 }
 
 fn service_json(s: &Svc) -> Value {
@@ -826,36 +1089,15 @@ fn agent_checks(st: &State) -> Value {
     Value::Object(map)
 }
 
-fn health_service(shared: &Shared, name: &str, params: &BTreeMap<String, String>) -> Answer {
-    if let Some(dc) = params.get("dc").filter(|d| !d.is_empty()) {
-        if dc != DATACENTER {
-            return Answer::error(500, "No path to datacenter");
-        }
-    }
-    let wait = match params.get("wait").map(|w| parse_go_duration(w)) {
-        None => Duration::from_secs(300),
-        Some(Ok(w)) => w.min(Duration::from_secs(600)),
-        Some(Err(e)) => return Answer::error(400, &format!("Invalid wait time: {e}")),
+fn health_service(
+    shared: &Shared,
+    name: &str,
+    params: &BTreeMap<String, String>,
+) -> Option<Answer> {
+    let st = match read(shared, params, |st| st.index_of_service(name)) {
+        Ok(st) => st,
+        Err(a) => return a,
     };
-    let min_index = match params.get("index").map(|i| i.parse::<u64>()) {
-        None => None,
-        Some(Ok(i)) => Some(i),
-        Some(Err(_)) => return Answer::error(400, "Invalid index"),
-    };
-    let mut st = shared.lock();
-    if let Some(min) = min_index {
-        let deadline = Instant::now() + wait;
-        while st.index <= min && !shared.stopped.load(Ordering::SeqCst) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = match shared.changed.wait_timeout(st, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-    }
     let passing_only = params.contains_key("passing");
     let tag = params.get("tag").filter(|t| !t.is_empty());
     let node = json!({
@@ -899,8 +1141,8 @@ fn health_service(shared: &Shared, name: &str, params: &BTreeMap<String, String>
         })
         .collect();
     let mut a = Answer::json(Value::Array(entries));
-    a.index = Some(st.index);
-    a
+    a.index = Some(st.index_of_service(name).max(1));
+    Some(a)
 }
 
 fn query_params(target: &str) -> BTreeMap<String, String> {

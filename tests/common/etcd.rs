@@ -223,7 +223,7 @@ impl Etcd {
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)
-                    .filter_map(|k| containerpilot::catalog::etcd::decode(k).ok())
+                    .filter_map(|k| containerpilot::catalog::base64::decode(k).ok())
                     .map(|k| String::from_utf8_lossy(&k).into_owned())
                     .collect()
             })
@@ -248,12 +248,12 @@ impl Etcd {
     /// The value of `key` through the gateway of member `i`; `Err` when that
     /// member cannot answer.
     pub fn value_at(&self, i: usize, key: &str) -> Result<Option<Value>, String> {
-        let enc = containerpilot::catalog::etcd::encode(key.as_bytes());
+        let enc = containerpilot::catalog::base64::encode(key.as_bytes());
         let got = gateway(&self.url(i), "/v3/kv/range", &json!({ "key": enc }))?;
         let Some(v) = got.pointer("/kvs/0/value").and_then(Value::as_str) else {
             return Ok(None);
         };
-        let raw = containerpilot::catalog::etcd::decode(v)?;
+        let raw = containerpilot::catalog::base64::decode(v)?;
         serde_json::from_slice(&raw)
             .map(Some)
             .map_err(|e| e.to_string())
