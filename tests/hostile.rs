@@ -9,6 +9,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +57,15 @@ fn start_with(d: &TempDir, extra: &str, tweak: impl FnOnce(&mut Command)) -> (Sw
 
 fn telemetry(port: u16) -> String {
     format!(r#"telemetry: {{ port: {port}, interfaces: ["lo"] }}"#)
+}
+
+/// CPU the daemon used over `window`, in percent of one core (USER_HZ = 100).
+fn cpu_percent(pid: i32, window: Duration) -> f64 {
+    let c0 = cpu_ticks(pid).expect("stat");
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let c1 = cpu_ticks(pid).expect("stat");
+    (c1 - c0) as f64 / t.elapsed().as_secs_f64()
 }
 
 fn p99(v: &mut [Duration]) -> Duration {
@@ -287,4 +297,145 @@ fn full_connection_tables_still_serve_a_new_client_at_once() {
     assert!(fds < 2 * 256 + 64, "{fds} fds: a table holds more than 256");
     let (st, _) = cp.stop();
     assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
+// ------------------------------------------------------ point 5: out of descriptors
+
+/// Start the daemon with RLIMIT_NOFILE at `n` (soft and hard).
+fn nofile(n: u64) -> impl FnOnce(&mut Command) {
+    move |cmd: &mut Command| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// 100 clients connect and hold; a ping queues behind them; then they close.
+/// Returns the figures and asserts the issue's bounds.
+fn hold_100_then_close(d: &TempDir, cp: &mut Daemon, what: &str) {
+    let pid = cp.pid();
+    let to = Target::Unix(d.socket());
+    let mut held: Vec<Peer> = (0..100)
+        .map(|_| Peer::connect(&to).expect("connect").nonblocking())
+        .collect();
+    std::thread::sleep(SEC);
+    let fds = fd_count(pid).expect("fds");
+    // a client queued while the daemon has no descriptor left
+    let sock = d.socket();
+    let queued = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = try_control(&sock, "GET", "/v3/ping", None, 30 * SEC);
+        (r, t.elapsed())
+    });
+    let cpu_held = cpu_percent(pid, 2 * SEC);
+    let closed_by_daemon = held.iter_mut().map(Peer::closed).filter(|c| *c).count();
+    drop(held);
+    let cpu_after = cpu_percent(pid, 5 * SEC);
+    let answered = wait_until(10 * SEC, || queued.is_finished());
+    let (r, waited) = if answered {
+        queued.join().expect("ping thread")
+    } else {
+        (Err("still waiting".into()), 40 * SEC)
+    };
+    eprintln!(
+        "{what}, 100 clients held: daemon fds {fds}, cpu {cpu_held:.1}% while held \
+         ({closed_by_daemon} closed by the daemon), {cpu_after:.1}% over the 5 s after they \
+         closed; queued ping {r:?} after {waited:?}"
+    );
+    assert!(
+        cpu_after < 5.0,
+        "daemon cpu {cpu_after:.1}% after the clients closed"
+    );
+    assert!(
+        cpu_held < 20.0,
+        "daemon cpu {cpu_held:.1}% while out of descriptors"
+    );
+    assert_eq!(r.map(|(c, _)| c), Ok(200), "the queued ping was lost");
+    assert!(ping_ok(&d.socket()));
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", cp.log());
+}
+
+#[test]
+fn under_ulimit_64_no_busy_loop_and_no_lost_client() {
+    let _g = heavy();
+    let d = TempDir::new("emfile");
+    let (_sweep, mut cp) = start_with(&d, "", nofile(64));
+    hold_100_then_close(&d, &mut cp, "ulimit -n 64 from the start");
+}
+
+/// The limit drops under a running daemon (its connection table was sized for
+/// the old one), so `accept` itself hits EMFILE: the daemon must neither spin nor
+/// leave a queued client in the backlog.
+#[test]
+fn emfile_on_accept_no_busy_loop_and_no_lost_client() {
+    let _g = heavy();
+    let d = TempDir::new("emfile-live");
+    let (_sweep, mut cp) = start(&d, "");
+    set_nofile(cp.pid(), 40);
+    hold_100_then_close(&d, &mut cp, "RLIMIT_NOFILE lowered to 40 while running");
+    assert!(
+        cp.log().contains("no file descriptor left"),
+        "accept never ran out of descriptors:\n{}",
+        cp.log()
+    );
+}
+
+fn set_nofile(pid: i32, n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: 4096,
+    };
+    // SAFETY: prlimit on our own child with a valid struct.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// No descriptor at all and no client to give one up: the daemon retries on a
+/// timer (no spinning), and the queued client is served once descriptors return.
+#[test]
+fn emfile_without_clients_to_evict_retries_on_a_timer() {
+    let _g = heavy();
+    let d = TempDir::new("emfile-none");
+    let (_sweep, mut cp) = start(&d, "");
+    let pid = cp.pid();
+    // new descriptors take the lowest free number: a limit at it leaves none
+    let open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).expect("a free number");
+    set_nofile(pid, lowest_free);
+    let sock = d.socket();
+    let queued = std::thread::spawn(move || try_control(&sock, "GET", "/v3/ping", None, 30 * SEC));
+    let cpu = cpu_percent(pid, 3 * SEC);
+    assert!(!queued.is_finished(), "served without a descriptor?");
+    set_nofile(pid, 1024);
+    let t = Instant::now();
+    let answered = wait_until(5 * SEC, || queued.is_finished());
+    let waited = t.elapsed();
+    eprintln!(
+        "no descriptor left: cpu {cpu:.1}%; queued ping served {waited:?} after the limit rose"
+    );
+    assert!(cpu < 5.0, "daemon cpu {cpu:.1}% while accept fails");
+    assert!(answered, "the queued ping was lost:\n{}", cp.log());
+    assert_eq!(queued.join().expect("ping").map(|(c, _)| c), Ok(200));
+    assert_eq!(cp.count("cannot accept connections"), 1, "{}", cp.log());
+    assert_eq!(cp.count("accepting connections again"), 1, "{}", cp.log());
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", cp.log());
+}
+
+fn ping_ok(sock: &Path) -> bool {
+    try_control(sock, "GET", "/v3/ping", None, 5 * SEC).is_ok_and(|(c, b)| c == 200 && b == "ok")
 }

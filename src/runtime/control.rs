@@ -45,7 +45,7 @@ impl Runtime {
             let Some(mut srv) = self.take_server(which) else {
                 continue;
             };
-            if srv.wants_accept() {
+            if srv.wants_accept(now) {
                 srv.accept(self.poll.registry(), now);
             }
             for t in srv.paused() {
@@ -57,10 +57,11 @@ impl Runtime {
     }
 
     pub(super) fn servers_busy(&self) -> bool {
+        let now = Instant::now();
         [&self.control, &self.telemetry]
             .into_iter()
             .flatten()
-            .any(|s| !s.paused().is_empty() || s.wants_accept())
+            .any(|s| !s.paused().is_empty() || s.wants_accept(now))
     }
 
     /// When the next idle client may be dropped.
@@ -96,15 +97,15 @@ impl Runtime {
     }
 
     fn serve(&mut self, srv: &mut Server, which: Which, t: mio::Token, now: Instant) {
-        let reg = self.poll.registry().try_clone();
-        let Ok(reg) = reg else { return };
         let mut route = |req: Request| -> Response {
             match which {
                 Which::Control => self.route_control(req),
                 Which::Telemetry => self.route_telemetry(req),
             }
         };
-        srv.serve(&reg, t, now, &mut route);
+        if srv.serve(t, now, &mut route) {
+            srv.close(self.poll.registry(), t);
+        }
     }
 
     fn route_control(&mut self, req: Request) -> Response {

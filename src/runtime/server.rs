@@ -19,6 +19,9 @@ pub const MAX_CONNS: usize = 256;
 const ACCEPT_BATCH: usize = 64;
 /// How often "table full" is logged while connections are being evicted.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// After `accept` failed for want of descriptors or memory, try again this much
+/// later (or as soon as one of our clients leaves) instead of spinning on it.
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 pub enum Listener {
     Unix(UnixListener),
@@ -87,6 +90,14 @@ pub struct Server {
     clients: HashMap<Token, Client>,
     /// The listener may have connections waiting: accept on the next turn.
     backlog: bool,
+    /// Connections served at once: `MAX_CONNS`, less under a low descriptor limit.
+    cap: usize,
+    /// Accepting failed (no descriptor left, no memory): the next try is due
+    /// then. The listener is edge-triggered, so a queued client is only ever
+    /// accepted because we try again, never because it gets a second event.
+    retry_at: Option<Instant>,
+    /// An accept failure was logged; the next success is logged too.
+    accept_failing: bool,
     /// When the table last filled up and a connection was evicted (for the log).
     warned_full: Option<Instant>,
 }
@@ -111,6 +122,9 @@ impl Server {
             span,
             clients: HashMap::new(),
             backlog: true,
+            cap: conn_cap(),
+            retry_at: None,
+            accept_failing: false,
             warned_full: None,
         })
     }
@@ -151,8 +165,13 @@ impl Server {
     /// Accept what the backlog holds. A full table does not make a new client
     /// wait: the connection that has been idle or incomplete longest gives up its
     /// slot, so attackers holding slots cannot lock out a well-behaved client.
+    /// Out of descriptors, the same happens if we hold a client; otherwise the
+    /// listener is left alone until `ACCEPT_RETRY` has passed.
     pub fn accept(&mut self, reg: &Registry, now: Instant) {
         self.backlog = true;
+        // Evict for a descriptor at most once per accepted client, so a failure
+        // that eviction does not cure cannot empty the table.
+        let mut evicted_for_fd = false;
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &self.listener {
                 Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -172,14 +191,32 @@ impl Server {
                 {
                     continue
                 }
+                Err(e) if out_of_descriptors(&e) && !evicted_for_fd && !self.clients.is_empty() => {
+                    self.evict(reg, now, "no file descriptor left");
+                    evicted_for_fd = true;
+                    continue;
+                }
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    self.backlog = false;
+                    if !self.accept_failing {
+                        log::warn!(
+                            "{}: cannot accept connections: {e}; retrying every {} ms",
+                            self.name(),
+                            ACCEPT_RETRY.as_millis()
+                        );
+                        self.accept_failing = true;
+                    }
+                    self.retry_at = Some(now + ACCEPT_RETRY);
                     return;
                 }
             };
-            if self.clients.len() >= MAX_CONNS {
-                self.evict(reg, now);
+            evicted_for_fd = false;
+            self.retry_at = None;
+            if self.accept_failing {
+                log::info!("{}: accepting connections again", self.name());
+                self.accept_failing = false;
+            }
+            if self.clients.len() >= self.cap {
+                self.evict(reg, now, "connection table full");
             }
             let Some(token) = self.alloc() else { return };
             let res = match &mut stream {
@@ -203,7 +240,7 @@ impl Server {
     }
 
     /// Drops the client whose idle or incomplete time is longest.
-    fn evict(&mut self, reg: &Registry, now: Instant) {
+    fn evict(&mut self, reg: &Registry, now: Instant, why: &str) {
         let Some(t) = self
             .clients
             .iter()
@@ -218,12 +255,13 @@ impl Server {
         };
         if quiet {
             log::warn!(
-                "{}: {MAX_CONNS} connections open; dropping the longest-idle ones for new clients",
-                self.name()
+                "{}: {why} ({} connections open); dropping the longest-idle ones for new clients",
+                self.name(),
+                self.clients.len()
             );
             self.warned_full = Some(now);
         }
-        self.drop_client(reg, t);
+        self.close(reg, t);
     }
 
     fn name(&self) -> &'static str {
@@ -233,16 +271,17 @@ impl Server {
         }
     }
 
-    /// Serve one client after a readiness event (or a paused read).
+    /// Serve one client after a readiness event (or a paused read). Returns
+    /// true when the client is done: the caller closes it with `close`. (The
+    /// registry is not needed here, so `route` may borrow whatever owns it.)
     pub fn serve(
         &mut self,
-        reg: &Registry,
         t: Token,
         now: Instant,
         route: &mut dyn FnMut(Request) -> Response,
-    ) {
+    ) -> bool {
         let Some(c) = self.clients.get_mut(&t) else {
-            return;
+            return false;
         };
         let before = c.conn.activity();
         let outcome = c.conn.read_from(&mut c.stream);
@@ -270,14 +309,17 @@ impl Server {
         } else if c.busy_since.is_none() {
             c.busy_since = Some(now);
         }
-        if broken || outcome == ReadOutcome::Closed || c.conn.finished() {
-            self.drop_client(reg, t);
-        }
+        broken || outcome == ReadOutcome::Closed || c.conn.finished()
     }
 
-    fn drop_client(&mut self, reg: &Registry, t: Token) {
+    /// Close a client: its descriptor is free again, so a failed accept may be
+    /// retried at once.
+    pub fn close(&mut self, reg: &Registry, t: Token) {
         if let Some(mut c) = self.clients.remove(&t) {
             deregister_stream(reg, &mut c.stream);
+            if self.retry_at.is_some() {
+                self.retry_at = Some(Instant::now());
+            }
         }
     }
 
@@ -290,8 +332,9 @@ impl Server {
             .collect()
     }
 
-    pub fn wants_accept(&self) -> bool {
-        self.backlog
+    /// Connections may be waiting and nothing says to hold off.
+    pub fn wants_accept(&self, now: Instant) -> bool {
+        self.backlog && self.retry_at.map_or(true, |t| now >= t)
     }
 
     /// Drop clients idle past `IDLE`; returns the earliest time one could expire.
@@ -303,12 +346,17 @@ impl Server {
             .map(|(t, _)| *t)
             .collect();
         for t in stale {
-            self.drop_client(reg, t);
+            self.close(reg, t);
         }
-        self.clients
+        let idle = self
+            .clients
             .values()
             .map(|c| c.deadline_base() + IDLE)
-            .min()
+            .min();
+        match (idle, self.retry_at.filter(|_| self.backlog)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -318,6 +366,28 @@ impl Server {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A quarter of the descriptor limit per listener (at least 8, at most
+/// `MAX_CONNS`): clients cannot take the descriptors jobs need for their pipes.
+fn conn_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return MAX_CONNS;
+    }
+    usize::try_from(lim.rlim_cur / 4)
+        .unwrap_or(MAX_CONNS)
+        .clamp(8, MAX_CONNS)
 }
 
 fn deregister_stream(reg: &Registry, s: &mut Stream) {
