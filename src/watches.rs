@@ -77,10 +77,16 @@ pub struct WatchState {
 
 /// What a watch config looks at.
 pub fn target_of(w: &WatchConfig) -> Target {
-    Target::Service {
-        name: w.name.clone(),
-        tag: w.tag.clone(),
-        dc: w.dc.clone(),
+    match &w.key {
+        Some(key) => Target::Key {
+            key: key.clone(),
+            dc: w.dc.clone(),
+        },
+        None => Target::Service {
+            name: w.name.clone(),
+            tag: w.tag.clone(),
+            dc: w.dc.clone(),
+        },
     }
 }
 
@@ -288,6 +294,7 @@ mod tests {
             interval: Duration::from_secs(interval),
             tag: None,
             dc: None,
+            key: None,
         }
     }
 

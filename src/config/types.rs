@@ -330,11 +330,15 @@ impl JobConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchConfig {
-    /// Service name as written (the event source is `watch.<name>`).
+    /// The watch's name (the event source is `watch.<name>`): the service it
+    /// watches, unless `key` is set.
     pub name: String,
     pub interval: Duration,
+    /// Service watches only.
     pub tag: Option<String>,
     pub dc: Option<String>,
+    /// A key watch: the Consul KV key, or the etcd key as written.
+    pub key: Option<String>,
 }
 
 impl WatchConfig {

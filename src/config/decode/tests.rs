@@ -218,12 +218,14 @@ fn fixture_full_config() {
                 interval: secs(12),
                 tag: Some("primary".into()),
                 dc: None,
+                key: None,
             },
             WatchConfig {
                 name: "cache".into(),
                 interval: secs(30),
                 tag: None,
                 dc: None,
+                key: None,
             },
         ]
     );
@@ -448,12 +450,21 @@ fn fixture_watches() {
                 interval: secs(10),
                 tag: Some("blue".into()),
                 dc: None,
+                key: None,
             },
             WatchConfig {
                 name: "inventory".into(),
                 interval: secs(20),
                 tag: None,
                 dc: Some("east-2".into()),
+                key: None,
+            },
+            WatchConfig {
+                name: "app-config".into(),
+                interval: secs(5),
+                tag: None,
+                dc: Some("east-2".into()),
+                key: Some("service/app/config".into()),
             },
         ]
     );
@@ -520,6 +531,14 @@ fn invalid_fixtures() {
         (
             "etcd-watch-dc",
             include_str!("../../../tests/fixtures/config/invalid/etcd-watch-dc.json5"),
+        ),
+        (
+            "watch-key-with-tag",
+            include_str!("../../../tests/fixtures/config/invalid/watch-key-with-tag.json5"),
+        ),
+        (
+            "watch-key-blank",
+            include_str!("../../../tests/fixtures/config/invalid/watch-key-blank.json5"),
         ),
         (
             "logging-level",

@@ -1,5 +1,5 @@
-//! `watches[]`: upstream services polled in the catalog; each change is an
-//! event from `watch.<name>`.
+//! `watches[]`: upstream services, or keys (`key`), watched in the catalog;
+//! each change is an event from `watch.<name>`.
 
 use crate::config::json5::{Spanned, Value};
 use crate::config::reader::Reader;
@@ -21,7 +21,8 @@ impl Reader<'_, '_> {
                 continue;
             }
             let path = format!("watches[{i}]");
-            let Some(f) = self.fields(item, &path, &["name", "interval", "tag", "dc"]) else {
+            let Some(f) = self.fields(item, &path, &["name", "interval", "tag", "dc", "key"])
+            else {
                 continue;
             };
             let name = self.name(&f);
@@ -44,11 +45,22 @@ impl Reader<'_, '_> {
                 let msg = "'dc' is a Consul datacenter and does not apply to etcd; remove it";
                 self.err(&f.path("dc"), f.line_of("dc"), msg);
             }
+            let key = self.string_field(&f, "key");
+            if let Some(k) = &key {
+                if k.trim().is_empty() {
+                    self.err(&f.path("key"), f.line_of("key"), "'key' must not be blank");
+                }
+                if tag.is_some() {
+                    let msg = "'tag' applies to service watches only, not to a 'key' watch";
+                    self.err(&f.path("tag"), f.line_of("tag"), msg);
+                }
+            }
             watches.push(WatchConfig {
                 name,
                 interval: Duration::from_secs(interval.into()),
                 tag,
                 dc,
+                key,
             });
         }
         watches

@@ -176,6 +176,7 @@ impl Translator<'_, '_> {
                 interval: secs(poll),
                 tag,
                 dc: None,
+                key: None,
             };
             let mut job = plain_job(
                 self.claim(&format!("onChange-{name}")),
