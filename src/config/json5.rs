@@ -9,6 +9,9 @@ use std::fmt;
 
 /// Deeper nesting than this is an error instead of a risk to the stack.
 pub const MAX_DEPTH: usize = 128;
+/// More values than this in one document is an error instead of a risk to
+/// memory (each costs some 40 bytes; a real config has hundreds).
+pub const MAX_VALUES: usize = 1_000_000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -108,6 +111,7 @@ pub fn parse(src: &str) -> Result<Spanned, SyntaxError> {
         pos: 0,
         line: 1,
         col: 1,
+        values: 0,
     };
     p.skip_blank()?;
     if p.peek().is_none() {
@@ -140,6 +144,8 @@ struct Parser {
     pos: usize,
     line: u32,
     col: u32,
+    /// Values parsed so far.
+    values: usize,
 }
 
 impl Parser {
@@ -223,6 +229,10 @@ impl Parser {
 
     fn value(&mut self, depth: usize) -> Result<Spanned, SyntaxError> {
         let (line, col) = self.here();
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(self.error_here(&format!("more than {MAX_VALUES} values is not supported")));
+        }
         let value = match self.peek() {
             None => return Err(self.error_here("unexpected end of input")),
             Some('{') => self.object(depth + 1)?,
@@ -975,6 +985,18 @@ mod tests {
                 "source {src:?}"
             );
         }
+    }
+
+    #[test]
+    fn value_count_limit() {
+        let many = format!("{{a: [{}]}}", "0,".repeat(MAX_VALUES - 2));
+        assert!(parse(&many).is_ok());
+        let too_many = format!("{{a: [{}]}}", "0,".repeat(MAX_VALUES - 1));
+        let e = parse(&too_many).expect_err("over the limit");
+        assert_eq!(
+            e.msg,
+            format!("more than {MAX_VALUES} values is not supported")
+        );
     }
 
     #[test]

@@ -88,10 +88,25 @@ pub fn read(path: &str) -> Result<String, LoadError> {
         return Ok(path.to_string());
     }
     let file = path.strip_prefix("file://").unwrap_or(path);
-    std::fs::read_to_string(file).map_err(|err| LoadError::Read {
+    read_bounded(file).map_err(|err| LoadError::Read {
         path: file.to_string(),
         err,
     })
+}
+
+/// A config larger than a rendered one may be is refused before it is read.
+fn read_bounded(file: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let limit = template::MAX_STRING as u64;
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        let msg = format!("larger than {limit} bytes");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+    }
+    Ok(text)
 }
 
 pub fn render(src: &str, env: &BTreeMap<String, String>) -> Result<String, LoadError> {
