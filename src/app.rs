@@ -43,17 +43,18 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-/// The socket subcommands read the config (as 3.8 did) to find `control.socket`.
+/// The socket subcommands read the config (as 3.8 did) to find `control.socket`;
+/// only the `control` section has to be valid.
 fn subcommand(path: Option<&str>, cmd: Command, env: &BTreeMap<String, String>) -> i32 {
     use crate::control::client;
-    let cfg = match config_path(path).and_then(|p| config::load(p, env)) {
+    let control = match config_path(path).and_then(|p| config::load_control(p, env)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("containerpilot: {}", e.to_string().replace('\n', "; "));
             return 1;
         }
     };
-    let sock = cfg.control.socket.as_path();
+    let sock = control.socket.as_path();
     let res = match cmd {
         Command::Ping => client::ping(sock),
         Command::Reload => client::reload(sock),

@@ -266,3 +266,108 @@ fn no_catalog_notice_is_said_once_at_start_up() {
     let log = daemon.log();
     assert_eq!(log.matches(notice).count(), 1, "{log}");
 }
+
+/// exec(2) takes C strings, and so does bind(2): `-validate` refuses a NUL byte
+/// where the daemon could never use it, naming the line and the field.
+#[test]
+fn validate_rejects_nul_bytes_in_socket_and_exec_arguments() {
+    let d = TempDir::new("nul");
+    let v3 = d.write(
+        "v3.json5",
+        r#"{
+  control: { socket: "/tmp/a\u0000b.sock" },
+  jobs: [
+    { name: "a", exec: "/bin/echo a\u0000b" },
+    { name: "b", exec: ["/bin/echo", "x\u0000"] },
+    { name: "c", exec: "true", health: { exec: ["check", "ok", "\u0000"], interval: 1, ttl: 2 } },
+    { name: "d", exec: ["/bin/echo", "fine"] },
+  ],
+}"#,
+    );
+    let (code, out, err) = run(&["-validate", "-config", v3.to_str().unwrap()], &[]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("4 error(s)"), "{err}");
+    for want in [
+        "line 2: control.socket: must not contain a NUL byte",
+        "line 4: jobs[0].exec: must not contain a NUL byte",
+        "line 5: jobs[1].exec[1]: must not contain a NUL byte",
+        "line 6: jobs[2].health.exec[2]: must not contain a NUL byte",
+    ] {
+        assert!(err.contains(want), "wanted {want:?} in\n{err}");
+    }
+
+    let v2 = d.write(
+        "v2.json5",
+        r#"{
+  consul: "localhost:8500",
+  preStart: "/bin/true\u0000",
+  backends: [ { name: "db", poll: 1, onChange: ["/bin/reload", "\u0000"] } ],
+  coprocesses: [ { command: "sidecar --x=\u0000" } ],
+  tasks: [ { name: "t", command: ["x", "y\u0000"], frequency: "1s" } ],
+}"#,
+    );
+    let (code, _, err) = run(&["-validate", "-config", v2.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    for want in [
+        "line 3: preStart: must not contain a NUL byte",
+        "line 4: backends[0].onChange[1]: must not contain a NUL byte",
+        "line 5: coprocesses[0].command: must not contain a NUL byte",
+        "line 6: tasks[0].command[1]: must not contain a NUL byte",
+    ] {
+        assert!(err.contains(want), "wanted {want:?} in\n{err}");
+    }
+}
+
+/// The socket subcommands need only a valid `control` section: a daemon whose file
+/// was since broken elsewhere is still reachable.
+#[test]
+fn socket_subcommands_need_only_the_control_section() {
+    let d = TempDir::new("control-only");
+    let sock = d.socket();
+    let control = format!("control: {{ socket: {:?} }}", sock);
+    let cfg = d.write(
+        "c.json5",
+        &format!("{{ {control}, jobs: [ {{ name: \"a\", exec: [\"sleep\", \"60\"] }} ] }}"),
+    );
+    let c = cfg.to_str().unwrap();
+    let mut daemon = Daemon::start(&cfg);
+    wait_ready(&sock);
+
+    d.write(
+        "c.json5",
+        &format!(
+            "{{ {control}, jobs: [ {{ name: \"a\", exec: [\"sleep\", \"60\"], restarts: \"sometimes\" }} ],\n  watches: [ {{ name: \"\" }} ], logging: {{ level: \"loud\" }} }}"
+        ),
+    );
+    assert_eq!(run(&["-validate", "-config", c], &[]).0, 1);
+    assert_eq!(
+        run(&["-config", c, "-ping"], &[]),
+        (0, "ok\n".into(), String::new())
+    );
+    let (code, out, err) = run(&["-config", c, "-putenv", "CP_CONTROL_ONLY=yes"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(&["-config", c, "-status", "-json"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"a\""), "{out}");
+
+    // a broken control section itself is still an error, naming the field
+    d.write(
+        "c.json5",
+        &format!(
+            "{{ control: {{ socket: {:?}, mode: \"999\" }}, jobs: [] }}",
+            sock
+        ),
+    );
+    let (code, out, err) = run(&["-config", c, "-ping"], &[]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.contains("control.mode: invalid mode '999'") && err.lines().count() == 1,
+        "{err}"
+    );
+    d.write("c.json5", "{ control: { socket: 5 ");
+    let (code, _, err) = run(&["-config", c, "-ping"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("parse error"), "{err}");
+
+    assert!(daemon.stop().0.is_some_and(|s| s.success()));
+}

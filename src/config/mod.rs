@@ -227,6 +227,22 @@ pub fn load_with(
     parse_rendered_with(&rendered, env, app)
 }
 
+/// What the socket subcommands (`-ping`, `-putenv`, ...) need: the `control`
+/// section of the rendered file (defaults when it has none, as a 2.x config
+/// never does). The rest of the file may be invalid: a daemon running an
+/// older version of it must still be reachable.
+pub fn load_control(
+    path: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<types::ControlConfig, LoadError> {
+    let src = read(path)?;
+    let rendered = render(&src, env)?;
+    let root = json5::parse(&rendered).map_err(|e| LoadError::Syntax(e.render(&rendered)))?;
+    with_env(env, |load_env| {
+        decode::decode_control(&root, load_env).map_err(LoadError::Invalid)
+    })
+}
+
 /// `-convert`: the 3.x JSON5 text for a 2.x config.
 pub fn convert(path: &str, env: &BTreeMap<String, String>) -> Result<String, LoadError> {
     let src = read(path)?;

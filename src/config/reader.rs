@@ -204,6 +204,8 @@ pub fn split_scheme(addr: &str) -> (Option<&'static str>, &str) {
 }
 
 const MIN_TIMEOUT_NS: i128 = 1_000_000;
+/// Program arguments and socket paths are C strings.
+pub const NUL_RULE: &str = "must not contain a NUL byte";
 
 /// Reads spanned values into typed ones, collecting every error instead of
 /// stopping at the first.
@@ -560,6 +562,18 @@ impl<'e, 'a> Reader<'e, 'a> {
         };
         if args.first().map_or(true, |a| a.is_empty()) {
             self.err(path, v.line, "received zero-length argument");
+            return None;
+        }
+        if let Some(i) = args.iter().position(|a| a.contains('\0')) {
+            // exec(2) takes C strings: the daemon could never start this.
+            let (path, line) = match &v.value {
+                Value::Array(items) => (
+                    format!("{path}[{i}]"),
+                    items.get(i).map_or(v.line, |it| it.line),
+                ),
+                _ => (path.to_string(), v.line),
+            };
+            self.err(&path, line, NUL_RULE);
             return None;
         }
         Some(args)

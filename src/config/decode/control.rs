@@ -1,7 +1,7 @@
 //! `control` (the socket the subcommands talk to) and `logging`.
 
 use crate::config::json5::Spanned;
-use crate::config::reader::{Dialect, Reader};
+use crate::config::reader::{Dialect, Reader, NUL_RULE};
 use crate::config::types::{ControlConfig, LogFormat, LogLevel, LogOutput, LoggingConfig};
 use std::path::PathBuf;
 
@@ -22,6 +22,8 @@ impl Reader<'_, '_> {
         if let Some(socket) = self.string_field(&f, "socket") {
             if socket.is_empty() {
                 self.err(&f.path("socket"), f.line_of("socket"), "must not be empty");
+            } else if socket.contains('\0') {
+                self.err(&f.path("socket"), f.line_of("socket"), NUL_RULE);
             } else {
                 cfg.socket = PathBuf::from(socket);
             }
