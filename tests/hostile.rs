@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -434,6 +435,208 @@ fn emfile_without_clients_to_evict_retries_on_a_timer() {
     assert_eq!(cp.count("accepting connections again"), 1, "{}", cp.log());
     let (st, _) = cp.stop();
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", cp.log());
+}
+
+// ------------------------------------------- point 6 / issue 13.4: the socket file
+
+fn inode(p: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Start a daemon on `sock` that is expected to fail at start-up; returns its
+/// exit code and output.
+fn start_failing(d: &TempDir, sock: &Path) -> (Option<i32>, String) {
+    let cfg = config_at(
+        d,
+        sock,
+        r#"jobs: [ { name: "other", exec: ["sleep", "3600"] } ]"#,
+    );
+    let sweep = Sweep::new("hostile-second");
+    let mut cp = Daemon::start_with(
+        Command::new(bin())
+            .arg("-config")
+            .arg(&cfg)
+            .env(MARK_VAR, &sweep.0),
+    );
+    let st = cp.wait_exit(10 * SEC);
+    let log = cp.log();
+    (st.and_then(|s| s.code()), log)
+}
+
+#[test]
+fn a_second_daemon_on_a_live_socket_exits_1_and_the_first_keeps_serving() {
+    let d = TempDir::new("second");
+    let (_sweep, mut first) = start(&d, "");
+    let ino = inode(&d.socket()).expect("socket file");
+    let d2 = TempDir::new("second-b");
+    let t = Instant::now();
+    let (code, log) = start_failing(&d2, &d.socket());
+    let took = t.elapsed();
+    eprintln!(
+        "second daemon: exit {code:?} after {took:?}: {}",
+        log.trim_end()
+    );
+    assert_eq!(code, Some(1), "{log}");
+    let path = d.socket().display().to_string();
+    assert!(
+        log.contains(&path) && log.contains("in use"),
+        "the error names the path and says why: {log}"
+    );
+    assert!(
+        !log.contains("second-job"),
+        "the second daemon started its jobs: {log}"
+    );
+    assert_eq!(
+        inode(&d.socket()),
+        Some(ino),
+        "the live socket file was replaced"
+    );
+    for _ in 0..5 {
+        assert!(ping_ok(&d.socket()), "the first daemon stopped serving");
+    }
+    let (st, _) = first.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+    assert!(!d.socket().exists(), "socket file left behind");
+}
+
+/// Even with its backlog full (a blocking connect would hang), a live socket
+/// is seen as live and kept.
+#[test]
+fn a_live_socket_with_a_full_backlog_is_not_taken_over() {
+    let d = TempDir::new("second-full");
+    let listener = listen_with_backlog_1(&d.socket());
+    let held: Vec<UnixStream> = (0..64)
+        .map_while(|_| nonblocking_connect(&d.socket()))
+        .collect();
+    assert!(held.len() < 64, "the backlog never filled");
+    let ino = inode(&d.socket());
+    let d2 = TempDir::new("second-full-b");
+    let (code, log) = start_failing(&d2, &d.socket());
+    eprintln!(
+        "second daemon vs a socket with a full backlog ({} queued): exit {code:?}: {}",
+        held.len(),
+        log.trim_end()
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("in use"), "{log}");
+    assert_eq!(inode(&d.socket()), ino);
+    drop(listener);
+}
+
+fn sockaddr(p: &Path) -> libc::sockaddr_un {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, b) in p.as_os_str().as_bytes().iter().enumerate() {
+        addr.sun_path[i] = *b as libc::c_char;
+    }
+    addr
+}
+
+/// A unix listener whose backlog holds a single connection.
+fn listen_with_backlog_1(p: &Path) -> UnixListener {
+    use std::os::fd::FromRawFd;
+    let addr = sockaddr(p);
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: socket/bind/listen on a fresh fd that the UnixListener then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 1), 0);
+        UnixListener::from_raw_fd(fd)
+    }
+}
+
+/// Connect without blocking; None once the listener's backlog is full.
+fn nonblocking_connect(p: &Path) -> Option<UnixStream> {
+    use std::os::fd::FromRawFd;
+    let addr = sockaddr(p);
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: plain socket/connect; the fd is owned by the UnixStream on success
+    // and closed on failure.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
+            libc::close(fd);
+            return None;
+        }
+        Some(UnixStream::from_raw_fd(fd))
+    }
+}
+
+#[test]
+fn exit_removes_only_the_socket_file_the_daemon_created() {
+    let d = TempDir::new("sock-ours");
+    let (_sweep, mut cp) = start(&d, "");
+    // someone else takes the path while we run
+    std::fs::remove_file(d.socket()).expect("remove");
+    let theirs = UnixListener::bind(d.socket()).expect("bind");
+    let ino = inode(&d.socket());
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", cp.log());
+    assert_eq!(
+        inode(&d.socket()),
+        ino,
+        "the daemon removed a socket it did not create"
+    );
+    drop(theirs);
+}
+
+#[test]
+fn leftover_files_at_the_socket_path_are_replaced() {
+    // a stale socket (nobody listening), a regular file, a symlink to nowhere
+    let d = TempDir::new("sock-left");
+    drop(UnixListener::bind(d.socket()).expect("bind"));
+    let d2 = TempDir::new("sock-file");
+    d2.write("cp.socket", "left over from a crash\n");
+    let d3 = TempDir::new("sock-link");
+    std::os::unix::fs::symlink(d3.path("nowhere"), d3.socket()).expect("symlink");
+    for (what, d) in [
+        ("stale socket", &d),
+        ("regular file", &d2),
+        ("dangling symlink", &d3),
+    ] {
+        let (_sweep, mut cp) = start(d, "");
+        assert!(ping_ok(&d.socket()), "{what}: not serving");
+        let (st, _) = cp.stop();
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{what}: {}", cp.log());
+        assert!(!d.socket().exists(), "{what}: socket left behind");
+    }
+}
+
+#[test]
+fn a_directory_at_the_socket_path_is_a_clear_error() {
+    let d = TempDir::new("sock-dir");
+    std::fs::create_dir(d.socket()).expect("mkdir");
+    std::fs::write(d.socket().join("keep"), "x").expect("write");
+    let (code, log) = start_failing(&d, &d.socket());
+    eprintln!(
+        "directory at the socket path: exit {code:?}: {}",
+        log.trim_end()
+    );
+    assert_eq!(code, Some(1), "{log}");
+    let want = format!(
+        "control socket path {} is a directory",
+        d.socket().display()
+    );
+    assert!(log.trim_end().ends_with(&want), "{log}");
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        d.socket().join("keep").exists(),
+        "the directory was touched"
+    );
 }
 
 fn ping_ok(sock: &Path) -> bool {

@@ -259,7 +259,6 @@ impl Runtime {
             if let Some(mut old) = self.control.replace(srv) {
                 old.deregister(self.poll.registry());
             }
-            listeners::remove_control(&self.cfg.control.socket);
             log::info!("control: serving at {}", new.control.socket.display());
         } else if new.control.mode != self.cfg.control.mode {
             use std::os::unix::fs::PermissionsExt;

@@ -691,10 +691,9 @@ impl Runtime {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
         self.pipes.close_all(self.poll.registry());
-        // Only a socket we bound is ours to remove.
+        // Removes the socket file only if it is still the one we bound.
         if let Some(mut c) = self.control.take() {
             c.deregister(self.poll.registry());
-            listeners::remove_control(&self.cfg.control.socket);
         }
         if let Some(mut t) = self.telemetry.take() {
             t.deregister(self.poll.registry());

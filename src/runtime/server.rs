@@ -2,6 +2,7 @@
 //! connections, driven by the loop. HTTP parsing is `crate::http`; what a request
 //! means is decided by the caller through the `route` callback.
 
+use super::listeners::SocketFile;
 use crate::http::{Conn, Limits, ReadOutcome, Request, Response};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -24,7 +25,8 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 pub enum Listener {
-    Unix(UnixListener),
+    /// The control socket and the file it created.
+    Unix(UnixListener, SocketFile),
     Tcp(TcpListener),
 }
 
@@ -111,7 +113,7 @@ impl Server {
         span: usize,
     ) -> io::Result<Server> {
         match &mut listener {
-            Listener::Unix(l) => reg.register(l, listener_token, Interest::READABLE)?,
+            Listener::Unix(l, _) => reg.register(l, listener_token, Interest::READABLE)?,
             Listener::Tcp(l) => reg.register(l, listener_token, Interest::READABLE)?,
         }
         Ok(Server {
@@ -137,10 +139,13 @@ impl Server {
         t == self.listener_token
     }
 
+    /// Stop listening for good: clients are dropped and the control socket's
+    /// file is removed if it is still the one this server created.
     pub fn deregister(&mut self, reg: &Registry) {
         match &mut self.listener {
-            Listener::Unix(l) => {
+            Listener::Unix(l, file) => {
                 let _ = reg.deregister(l);
+                file.remove();
             }
             Listener::Tcp(l) => {
                 let _ = reg.deregister(l);
@@ -174,7 +179,7 @@ impl Server {
         let mut evicted_for_fd = false;
         for _ in 0..ACCEPT_BATCH {
             let accepted = match &self.listener {
-                Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
                 Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             };
             let mut stream = match accepted {
@@ -266,7 +271,7 @@ impl Server {
 
     fn name(&self) -> &'static str {
         match self.listener {
-            Listener::Unix(_) => "control",
+            Listener::Unix(..) => "control",
             Listener::Tcp(_) => "telemetry",
         }
     }
