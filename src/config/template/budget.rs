@@ -15,24 +15,64 @@ pub const MAX_STEPS: u64 = 10_000_000;
 pub const MAX_STRING: usize = 16 << 20;
 /// All bytes the builtins of one render may build together.
 pub const MAX_ALLOC: usize = 64 << 20;
+/// Largest template a render job may read.
+pub const RENDER_MAX_SOURCE: usize = 64 << 10;
+
+/// What one render may cost: the config file renders with [`Limits::CONFIG`],
+/// once at start-up and on reload; a render job runs inside the loop, on
+/// every change of what it watches, so [`Limits::RENDER`] keeps each render
+/// within a few milliseconds and its output small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest rendered output, and largest string any one builtin may return.
+    pub output: usize,
+    /// All bytes the builtins of one render may build together.
+    pub alloc: usize,
+    /// Evaluation steps (actions, commands, function calls).
+    pub steps: u64,
+    /// `range` iterations.
+    pub iterations: u64,
+}
+
+impl Limits {
+    pub const CONFIG: Limits = Limits {
+        output: MAX_STRING,
+        alloc: MAX_ALLOC,
+        steps: MAX_STEPS,
+        iterations: MAX_ITERATIONS,
+    };
+    pub const RENDER: Limits = Limits {
+        output: 1 << 20,
+        alloc: 8 << 20,
+        steps: 200_000,
+        iterations: 100_000,
+    };
+}
+
 /// Go's fmt refuses widths and precisions above this.
 pub(super) const MAX_WIDTH: usize = 1_000_000;
 /// What one list element costs besides its text (value + allocation header).
 pub(super) const ELEM_COST: usize = 48;
 
 pub(super) struct Budget {
+    limits: Limits,
     bytes: usize,
     steps: u64,
     iterations: u64,
 }
 
 impl Budget {
-    pub(super) fn new() -> Budget {
+    pub(super) fn new(limits: Limits) -> Budget {
         Budget {
-            bytes: MAX_ALLOC,
-            steps: MAX_STEPS,
-            iterations: MAX_ITERATIONS,
+            limits,
+            bytes: limits.alloc,
+            steps: limits.steps,
+            iterations: limits.iterations,
         }
+    }
+
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Reserves `bytes` for a value about to be built.
@@ -51,15 +91,16 @@ impl Budget {
 
     /// The most one value may still take.
     pub(super) fn room(&self) -> usize {
-        self.bytes.min(MAX_STRING)
+        self.bytes.min(self.limits.output)
     }
 
     /// Why a value did not fit in [`Budget::room`].
     pub(super) fn over(&self) -> String {
-        if self.bytes < MAX_STRING {
-            format!("the values this template builds exceed {MAX_ALLOC} bytes")
+        if self.bytes < self.limits.output {
+            let all = self.limits.alloc;
+            format!("the values this template builds exceed {all} bytes")
         } else {
-            format!("result exceeds {MAX_STRING} bytes")
+            format!("result exceeds {} bytes", self.limits.output)
         }
     }
 
@@ -78,7 +119,7 @@ impl Budget {
         self.steps = self
             .steps
             .checked_sub(1)
-            .ok_or_else(|| format!("more than {MAX_STEPS} evaluation steps"))?;
+            .ok_or_else(|| format!("more than {} evaluation steps", self.limits.steps))?;
         Ok(())
     }
 
@@ -86,7 +127,7 @@ impl Budget {
         self.iterations = self
             .iterations
             .checked_sub(1)
-            .ok_or_else(|| format!("more than {MAX_ITERATIONS} range iterations"))?;
+            .ok_or_else(|| format!("more than {} range iterations", self.limits.iterations))?;
         Ok(())
     }
 }
@@ -169,7 +210,7 @@ mod tests {
 
     #[test]
     fn budget_runs_out() {
-        let mut b = Budget::new();
+        let mut b = Budget::new(Limits::CONFIG);
         assert_eq!(
             b.reserve(MAX_STRING + 1),
             Err(format!("result exceeds {MAX_STRING} bytes"))

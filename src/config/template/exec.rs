@@ -5,7 +5,8 @@
 //! list or passing `.` around copies nothing; only builtins build new text,
 //! and they pay for it from the render's [`Budget`].
 
-use super::budget::{Budget, Overflow, Sink, MAX_STRING};
+use super::budget::{Budget, Limits, Overflow, Sink, MAX_STRING};
+use super::catalog::CatalogData;
 use super::fmt::format_float_v;
 use super::funcs::call_builtin;
 use super::parse::{Arg, Cmd, Cond, CondKind, Node, Pipe, Range};
@@ -24,7 +25,16 @@ pub(super) enum Value {
     Bool(bool),
     List(Rc<Vec<Value>>),
     Map(Rc<Env>),
+    /// A struct with fixed fields (a service instance for render jobs).
+    Record(Rc<Record>),
     Nil,
+}
+
+/// What Go would show as a struct: named fields in a fixed order.
+#[derive(Debug)]
+pub(super) struct Record {
+    pub(super) type_name: &'static str,
+    pub(super) fields: Vec<(&'static str, Value)>,
 }
 
 impl Value {
@@ -36,6 +46,7 @@ impl Value {
             Value::Bool(_) => "bool",
             Value::List(_) => "[]interface {}",
             Value::Map(_) => "map[string]string",
+            Value::Record(r) => r.type_name,
             Value::Nil => "<nil>",
         }
     }
@@ -58,6 +69,7 @@ pub(super) fn truth(v: &Value) -> bool {
         Value::Bool(b) => *b,
         Value::List(l) => !l.is_empty(),
         Value::Map(m) => !m.is_empty(),
+        Value::Record(_) => true,
         Value::Nil => false,
     }
 }
@@ -91,6 +103,16 @@ pub(super) fn write_v(out: &mut Sink, v: &Value) -> Result<(), Overflow> {
             }
             out.push("]")
         }
+        Value::Record(r) => {
+            out.push("{")?;
+            for (k, (_, val)) in r.fields.iter().enumerate() {
+                if k > 0 {
+                    out.push(" ")?;
+                }
+                write_v(out, val)?;
+            }
+            out.push("}")
+        }
         Value::Nil => out.push("<nil>"),
     }
 }
@@ -104,11 +126,22 @@ pub(super) fn format_v(v: &Value) -> String {
     }
 }
 
-/// Executes a parsed template over `env`.
+/// What the builtins may read besides their arguments.
+pub(super) struct Scope<'d> {
+    /// The environment (`env`, and `.` of the config template).
+    pub(super) env: Rc<Env>,
+    /// What the watches saw (render-job templates only).
+    pub(super) catalog: Option<&'d CatalogData>,
+}
+
+/// Executes a parsed template over `env` (and `catalog` for a render job)
+/// within `limits`.
 pub(super) fn run(
     src: &str,
     nodes: &[Node],
     env: &HashMap<String, String>,
+    catalog: Option<&CatalogData>,
+    limits: Limits,
 ) -> Result<String, TemplateError> {
     let env: Rc<Env> = Rc::new(
         env.iter()
@@ -118,10 +151,10 @@ pub(super) fn run(
     let root = Value::Map(Rc::clone(&env));
     let mut exec = Exec {
         src,
-        env,
+        scope: Scope { env, catalog },
         vars: vec![("$".to_string(), root.clone())],
-        out: Sink::new(MAX_STRING),
-        budget: Budget::new(),
+        out: Sink::new(limits.output),
+        budget: Budget::new(limits),
     };
     exec.exec_list(nodes, &root)?;
     Ok(exec.out.into_string())
@@ -136,7 +169,7 @@ enum Flow {
 
 struct Exec<'s> {
     src: &'s str,
-    env: Rc<Env>,
+    scope: Scope<'s>,
     vars: Vec<(String, Value)>,
     out: Sink,
     budget: Budget,
@@ -148,7 +181,8 @@ impl Exec<'_> {
     }
 
     fn output_full(&self, off: usize) -> TemplateError {
-        self.err(off, format!("output exceeds {MAX_STRING} bytes"))
+        let max = self.budget.limits().output;
+        self.err(off, format!("output exceeds {max} bytes"))
     }
 
     fn exec_list(&mut self, nodes: &[Node], dot: &Value) -> Result<Flow, TemplateError> {
@@ -365,7 +399,7 @@ impl Exec<'_> {
             vals.push(self.eval_arg(a, dot)?);
         }
         vals.extend(piped);
-        call_builtin(&self.env, &mut self.budget, name, vals)
+        call_builtin(&self.scope, &mut self.budget, name, vals)
     }
 
     /// `and`/`or` stop at the deciding argument and return it (Go 1.18+).
@@ -401,6 +435,15 @@ fn walk(mut v: Value, chain: &[String]) -> Result<Value, String> {
             Value::Map(m) => m
                 .get(field)
                 .map_or_else(|| Value::str(""), |s| Value::Str(Rc::clone(s))),
+            Value::Record(r) => match r.fields.iter().find(|(n, _)| n == field) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    return Err(format!(
+                        "can't evaluate field {field} in type {}",
+                        r.type_name
+                    ))
+                }
+            },
             Value::Nil => return Err(format!("nil pointer evaluating interface {{}}.{field}")),
             other => {
                 return Err(format!(

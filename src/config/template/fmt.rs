@@ -165,6 +165,16 @@ fn fmt_arg(out: &mut Sink, v: &Value, verb: char, spec: &Spec) -> Result<(), Ove
             }
             return out.push("]");
         }
+        (_, Value::Record(r)) => {
+            out.push("{")?;
+            for (k, (_, x)) in r.fields.iter().enumerate() {
+                if k > 0 {
+                    out.push(" ")?;
+                }
+                fmt_arg(out, x, verb, spec)?;
+            }
+            return out.push("}");
+        }
         (_, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Nil) => {}
     }
     if piece_bound(v, spec) > out.room() {

@@ -1,10 +1,10 @@
 //! The builtin functions. Each one that builds text or a list sizes the
 //! result from its inputs and reserves it from the render's [`Budget`] before
 //! allocating anything. Adding a function: its name in `FUNCS`, its arm in
-//! `call_builtin`.
+//! `call_builtin` (the catalog functions of render jobs live in `catalog.rs`).
 
 use super::budget::{check_elems, Budget, Overflow, Sink};
-use super::exec::{truth, write_v, Env, Value};
+use super::exec::{truth, write_v, Scope, Value};
 use super::fmt::{go_quote, sprintf};
 use std::rc::Rc;
 
@@ -35,9 +35,10 @@ const FUNCS: &[&str] = &[
     "urlquery",
 ];
 
-/// Whether `name` is a function templates may call.
-pub(super) fn is_defined(name: &str) -> bool {
-    FUNCS.contains(&name)
+/// Whether `name` is a function templates may call; `catalog`: a render
+/// job's template, which has the catalog functions too.
+pub(super) fn is_defined(name: &str, catalog: bool) -> bool {
+    FUNCS.contains(&name) || (catalog && super::catalog::FUNCS.contains(&name))
 }
 
 fn want_args(name: &str, args: &[Value], n: usize) -> Result<(), String> {
@@ -84,7 +85,7 @@ fn build(
 
 /// Calls the builtin `name` (`and`/`or` are evaluated lazily by the executor).
 pub(super) fn call_builtin(
-    env: &Env,
+    scope: &Scope,
     budget: &mut Budget,
     name: &str,
     args: Vec<Value>,
@@ -106,7 +107,8 @@ pub(super) fn call_builtin(
         "env" => {
             want_args(name, &args, 1)?;
             let key = want_str(name, &args[0])?;
-            Ok(env
+            Ok(scope
+                .env
                 .get(key)
                 .map_or_else(|| Value::str(""), |v| Value::Str(Rc::clone(v))))
         }
@@ -240,6 +242,9 @@ pub(super) fn call_builtin(
         "urlquery" => {
             let s = sprint_single(budget, &args).map_err(fail)?;
             build(budget, |out| query_escape(out, &s)).map_err(fail)
+        }
+        _ if super::catalog::FUNCS.contains(&name) => {
+            super::catalog::call(scope.catalog, budget, name, &args).map_err(fail)
         }
         _ => Err(format!("function {} not defined", go_quote(name))),
     }
@@ -377,7 +382,8 @@ fn values_eq(a: &Value, b: &Value) -> Result<bool, String> {
         (Value::Bool(x), Value::Bool(y)) => Ok(x == y),
         (Value::Nil, Value::Nil) => Ok(true),
         (Value::Nil, _) | (_, Value::Nil) => Ok(false),
-        (Value::List(_) | Value::Map(_), _) | (_, Value::List(_) | Value::Map(_)) => Err(format!(
+        (Value::List(_) | Value::Map(_) | Value::Record(_), _)
+        | (_, Value::List(_) | Value::Map(_) | Value::Record(_)) => Err(format!(
             "non-comparable types {}, {}",
             a.type_name(),
             b.type_name()

@@ -9,6 +9,7 @@
 //! | `funcs.rs`  | the builtin functions (`split`, `join`, `loop`, `printf`...) |
 //! | `fmt.rs`    | Go's `fmt` verbs and number formatting for `printf`/`%v`    |
 //! | `budget.rs` | what one render may cost (bytes, list sizes, steps)         |
+//! | `catalog.rs`| render jobs' `service`/`key` functions and what they read   |
 //!
 //! The whole file is one template named `config`; `.` is the environment as a
 //! string map and missing keys render empty (Go's `missingkey=zero` on a
@@ -20,15 +21,25 @@
 //! template may cost more than the budget: every builtin sizes its result from
 //! its inputs and reserves it before allocating, and the output is written
 //! into a bounded buffer. A template over budget is an error, never an abort.
+//!
+//! Render jobs use the same engine on their own template ([`render_catalog`]):
+//! `.` is the environment there too, the catalog functions are defined, and
+//! the tighter [`Limits::RENDER`] apply, because those renders run inside the
+//! loop on every change of a watch.
 
 mod budget;
+mod catalog;
 mod exec;
 mod fmt;
 mod funcs;
 mod lex;
 mod parse;
 
-pub use budget::{MAX_ALLOC, MAX_DEPTH, MAX_ELEMS, MAX_ITERATIONS, MAX_STEPS, MAX_STRING};
+pub use budget::{
+    Limits, MAX_ALLOC, MAX_DEPTH, MAX_ELEMS, MAX_ITERATIONS, MAX_STEPS, MAX_STRING,
+    RENDER_MAX_SOURCE,
+};
+pub use catalog::{CatalogData, CatalogRef, RefKind, ServiceEntry};
 
 use std::collections::HashMap;
 
@@ -56,8 +67,40 @@ impl std::error::Error for TemplateError {}
 /// Missing keys render as "" (Go missingkey=zero on map[string]string).
 pub fn render(src: &str, env: &HashMap<String, String>) -> Result<String, TemplateError> {
     let items = lex::lex(src).map_err(|(off, msg)| error_at(src, off, msg))?;
-    let nodes = parse::Parser::new(src, items).parse_root()?;
-    exec::run(src, &nodes, env)
+    let nodes = parse::Parser::new(src, items, false).parse_root()?;
+    exec::run(src, &nodes, env, None, Limits::CONFIG)
+}
+
+/// Parses a render job's template: the services and keys it reads, or the
+/// first syntax error.
+pub fn catalog_refs(src: &str) -> Result<Vec<CatalogRef>, TemplateError> {
+    parse_catalog(src).map(|(_, refs)| refs)
+}
+
+fn parse_catalog(src: &str) -> Result<(Vec<parse::Node>, Vec<CatalogRef>), TemplateError> {
+    if src.len() > RENDER_MAX_SOURCE {
+        let msg = format!("template is larger than {RENDER_MAX_SOURCE} bytes");
+        return Err(TemplateError {
+            line: 1,
+            col: 1,
+            msg,
+        });
+    }
+    let items = lex::lex(src).map_err(|(off, msg)| error_at(src, off, msg))?;
+    let mut parser = parse::Parser::new(src, items, true);
+    let nodes = parser.parse_root()?;
+    Ok((nodes, parser.refs))
+}
+
+/// Renders a render job's template over the environment and what its
+/// watches saw, within [`Limits::RENDER`].
+pub fn render_catalog(
+    src: &str,
+    env: &HashMap<String, String>,
+    data: &CatalogData,
+) -> Result<String, TemplateError> {
+    let (nodes, _) = parse_catalog(src)?;
+    exec::run(src, &nodes, env, Some(data), Limits::RENDER)
 }
 
 /// 1-based line and column (in characters) of byte offset `off`.

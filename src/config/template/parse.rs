@@ -3,6 +3,7 @@
 //! every branch, as in Go.
 
 use super::budget::MAX_DEPTH;
+use super::catalog::{ref_kind, CatalogRef};
 use super::error_at;
 use super::fmt::{format_float_v, go_quote};
 use super::funcs;
@@ -153,16 +154,22 @@ pub(super) struct Parser<'s> {
     vars: Vec<String>,
     depth: usize,
     range_depth: usize,
+    /// A render job's template: the catalog functions exist.
+    catalog: bool,
+    /// The services and keys the template reads, in order of first use.
+    pub(super) refs: Vec<CatalogRef>,
 }
 
 impl<'s> Parser<'s> {
-    pub(super) fn new(src: &'s str, items: Vec<Item>) -> Self {
+    pub(super) fn new(src: &'s str, items: Vec<Item>, catalog: bool) -> Self {
         Parser {
             src,
             items: items.into_iter(),
             vars: vec!["$".to_string()],
             depth: 0,
             range_depth: 0,
+            catalog,
+            refs: Vec::new(),
         }
     }
 
@@ -421,7 +428,43 @@ impl<'s> Parser<'s> {
         if args.is_empty() {
             return Err(self.err(cur.off, format!("missing value for {ctx}")));
         }
+        self.note_catalog_read(cur.off, &args)?;
         Ok(Cmd { args })
+    }
+
+    /// Remembers which service or key a catalog function reads; it must be
+    /// named by a literal so the loader can check a watch provides it.
+    fn note_catalog_read(&mut self, off: usize, args: &[Arg]) -> Result<(), TemplateError> {
+        let Some(Arg::Func(func)) = args.first() else {
+            return Ok(());
+        };
+        let Some(kind) = ref_kind(func) else {
+            return Ok(());
+        };
+        let Some(Arg::Str(name)) = args.get(1) else {
+            let what = match kind {
+                super::catalog::RefKind::Service => "service name",
+                super::catalog::RefKind::Key => "key path",
+            };
+            return Err(self.err(
+                off,
+                format!("{func} takes the {what} as a quoted string right after it"),
+            ));
+        };
+        if !self
+            .refs
+            .iter()
+            .any(|r| r.kind == kind && *r.name == **name)
+        {
+            let at = error_at(self.src, off, "");
+            self.refs.push(CatalogRef {
+                kind,
+                name: name.to_string(),
+                line: at.line,
+                col: at.col,
+            });
+        }
+        Ok(())
     }
 
     fn parse_operand(&mut self, cur: &mut Cur) -> Result<Arg, TemplateError> {
@@ -434,7 +477,7 @@ impl<'s> Parser<'s> {
                 return Err(self.err(off, format!("unexpected <{name}> in operand")));
             }
             Tok::Ident(name) => {
-                if !funcs::is_defined(&name) {
+                if !funcs::is_defined(&name, self.catalog) {
                     return Err(self.err(off, format!("function {} not defined", go_quote(&name))));
                 }
                 Arg::Func(name)
