@@ -462,34 +462,38 @@ mod tests {
 
     #[test]
     fn var_and_missing_var() {
-        assert_eq!(r("name: {{.NAME}}"), "name: my-service");
-        assert_eq!(r("name: {{ .NONEXISTENT }}!"), "name: !");
-        assert_eq!(r("{{ .FOO }}"), "a=b");
+        renders(&[
+            ("name: {{.NAME}}", "name: my-service"),
+            ("name: {{ .NONEXISTENT }}!", "name: !"),
+            ("{{ .FOO }}", "a=b"),
+        ]);
     }
 
     #[test]
     fn variables() {
-        assert_eq!(r("{{ $x := .NAME }}{{ $x }}"), "my-service");
-        assert_eq!(r("{{ $x := 1 }}{{ $x = 2 }}{{ $x }}"), "2");
-        assert_eq!(r("{{ $.NAME }}"), "my-service");
-        assert_eq!(
-            r("{{ $x := 0 }}{{ range loop 4 }}{{ $x = . }}{{ end }}{{ $x }}"),
-            "3"
-        );
-        assert_eq!(
-            r("{{ range $i, $v := split \",\" .LIST }}{{ $i }}={{ $v }};{{ end }}"),
-            "0=a;1=b;2=c;"
-        );
-        assert_eq!(
-            r("{{ range $v := split \",\" .LIST }}{{ $v }}{{ end }}"),
-            "abc"
-        );
-        assert_eq!(
-            r("{{ range loop 2 }}{{ $.NAME }}{{ end }}"),
-            "my-servicemy-service"
-        );
-        assert_eq!(r("{{ if $x := .NAME }}{{ $x }}{{ end }}"), "my-service");
-        assert_eq!(r("{{ with $x := .EMPTY }}{{ else }}none{{ end }}"), "none");
+        renders(&[
+            ("{{ $x := .NAME }}{{ $x }}", "my-service"),
+            ("{{ $x := 1 }}{{ $x = 2 }}{{ $x }}", "2"),
+            ("{{ $.NAME }}", "my-service"),
+            (
+                "{{ $x := 0 }}{{ range loop 4 }}{{ $x = . }}{{ end }}{{ $x }}",
+                "3",
+            ),
+            (
+                "{{ range $i, $v := split \",\" .LIST }}{{ $i }}={{ $v }};{{ end }}",
+                "0=a;1=b;2=c;",
+            ),
+            (
+                "{{ range $v := split \",\" .LIST }}{{ $v }}{{ end }}",
+                "abc",
+            ),
+            (
+                "{{ range loop 2 }}{{ $.NAME }}{{ end }}",
+                "my-servicemy-service",
+            ),
+            ("{{ if $x := .NAME }}{{ $x }}{{ end }}", "my-service"),
+            ("{{ with $x := .EMPTY }}{{ else }}none{{ end }}", "none"),
+        ]);
         // a variable declared in a block ends with the block
         assert_eq!(
             err_msg("{{ if true }}{{ $y := 1 }}{{ end }}{{ $y }}"),
@@ -499,25 +503,18 @@ mod tests {
 
     #[test]
     fn conditionals() {
-        assert_eq!(r("{{ if .NAME }}yes{{ else }}no{{ end }}"), "yes");
-        assert_eq!(r("{{ if .EMPTY }}yes{{ else }}no{{ end }}"), "no");
-        assert_eq!(r("{{ if .MISSING }}yes{{ end }}"), "");
-        assert_eq!(r("{{ if 0 }}a{{ else if \"\" }}b{{ else if 0.0 }}c{{ else if false }}d{{ else }}e{{ end }}"), "e");
-        assert_eq!(r("{{ if eq .COUNT \"1\" }}one{{ else if eq .COUNT \"3\" }}three{{ else }}many{{ end }}"), "three");
-        assert_eq!(
-            r("{{ if loop 0 }}a{{ else }}empty list{{ end }}"),
-            "empty list"
-        );
-        assert_eq!(r("{{ if loop 1 }}non-empty{{ end }}"), "non-empty");
-        assert_eq!(r("{{ with .NAME }}[{{ . }}]{{ end }}"), "[my-service]");
-        assert_eq!(
-            r("{{ with .EMPTY }}[{{ . }}]{{ else }}nothing{{ end }}"),
-            "nothing"
-        );
-        assert_eq!(
-            r("{{ with .EMPTY }}a{{ else with .NAME }}{{ . }}{{ end }}"),
-            "my-service"
-        );
+        renders(&[
+            ("{{ if .NAME }}yes{{ else }}no{{ end }}", "yes"),
+            ("{{ if .EMPTY }}yes{{ else }}no{{ end }}", "no"),
+            ("{{ if .MISSING }}yes{{ end }}", ""),
+            ("{{ if 0 }}a{{ else if \"\" }}b{{ else if 0.0 }}c{{ else if false }}d{{ else }}e{{ end }}", "e"),
+            ("{{ if eq .COUNT \"1\" }}one{{ else if eq .COUNT \"3\" }}three{{ else }}many{{ end }}", "three"),
+            ("{{ if loop 0 }}a{{ else }}empty list{{ end }}", "empty list"),
+            ("{{ if loop 1 }}non-empty{{ end }}", "non-empty"),
+            ("{{ with .NAME }}[{{ . }}]{{ end }}", "[my-service]"),
+            ("{{ with .EMPTY }}[{{ . }}]{{ else }}nothing{{ end }}", "nothing"),
+            ("{{ with .EMPTY }}a{{ else with .NAME }}{{ . }}{{ end }}", "my-service"),
+        ]);
         // else-if inside with is a nested if that needs its own end (Go)
         assert_eq!(
             r("{{ with .EMPTY }}a{{ else if .NAME }}b{{ end }}c{{ end }}"),
@@ -527,11 +524,13 @@ mod tests {
 
     #[test]
     fn pipelines_and_parens() {
-        assert_eq!(r("{{ \"a\" | printf \"%s-%s\" \"b\" }}"), "b-a");
-        assert_eq!(r("{{ printf \"%s\" (printf \"%d\" (len .NAME)) }}"), "10");
-        assert_eq!(r("{{ (index (split \",\" .LIST) 1) }}"), "b");
-        assert_eq!(r("{{ .NAME | len | printf \"%03d\" }}"), "010");
-        assert_eq!(r("{{ (.) | len | lt 3 }}"), "true");
+        renders(&[
+            ("{{ \"a\" | printf \"%s-%s\" \"b\" }}", "b-a"),
+            ("{{ printf \"%s\" (printf \"%d\" (len .NAME)) }}", "10"),
+            ("{{ (index (split \",\" .LIST) 1) }}", "b"),
+            ("{{ .NAME | len | printf \"%03d\" }}", "010"),
+            ("{{ (.) | len | lt 3 }}", "true"),
+        ]);
     }
 
     #[test]

@@ -538,44 +538,50 @@ mod tests {
 
     #[test]
     fn loop_forms() {
-        assert_eq!(r("{{ loop 5 }}"), "[0 1 2 3 4]");
-        assert_eq!(r("{{ loop 2 5 }}"), "[2 3 4]");
-        assert_eq!(r("{{ loop 5 1 }}"), "[5 4 3 2]");
-        assert_eq!(r("{{ loop \"2\" \"5\" }}"), "[2 3 4]");
-        assert_eq!(r("{{ loop .COUNT }}"), "[0 1 2]");
-        assert_eq!(r("{{ loop 0 }}"), "[]");
-        assert_eq!(r("{{ loop 3 3 }}"), "[]");
-        assert_eq!(r("{{ loop -2 }}"), "[0 -1]");
-        assert_eq!(r("{{ range $i := loop 2 5 }}{{ $i }},{{ end }}"), "2,3,4,");
-        assert_eq!(r("{{ range loop 3 }}<{{ . }}>{{ end }}"), "<0><1><2>");
+        renders(&[
+            ("{{ loop 5 }}", "[0 1 2 3 4]"),
+            ("{{ loop 2 5 }}", "[2 3 4]"),
+            ("{{ loop 5 1 }}", "[5 4 3 2]"),
+            ("{{ loop \"2\" \"5\" }}", "[2 3 4]"),
+            ("{{ loop .COUNT }}", "[0 1 2]"),
+            ("{{ loop 0 }}", "[]"),
+            ("{{ loop 3 3 }}", "[]"),
+            ("{{ loop -2 }}", "[0 -1]"),
+            ("{{ range $i := loop 2 5 }}{{ $i }},{{ end }}", "2,3,4,"),
+            ("{{ range loop 3 }}<{{ . }}>{{ end }}", "<0><1><2>"),
+        ]);
     }
 
     #[test]
     fn loop_errors() {
-        assert_eq!(
-            err_msg("{{ loop 1 2 3 }}"),
-            "error calling loop: loop: wrong number of arguments, expected 1 or 2, but got 3"
-        );
-        assert_eq!(
-            err_msg("{{ loop }}"),
-            "error calling loop: loop: wrong number of arguments, expected 1 or 2, but got 0"
-        );
-        assert_eq!(
-            err_msg("{{ loop \"x\" }}"),
-            "error calling loop: loop: invalid integer \"x\""
-        );
-        assert_eq!(
-            err_msg("{{ loop 1.5 }}"),
-            "error calling loop: loop: unsupported type float64"
-        );
+        fails(&[
+            (
+                "{{ loop 1 2 3 }}",
+                "error calling loop: loop: wrong number of arguments, expected 1 or 2, but got 3",
+            ),
+            (
+                "{{ loop }}",
+                "error calling loop: loop: wrong number of arguments, expected 1 or 2, but got 0",
+            ),
+            (
+                "{{ loop \"x\" }}",
+                "error calling loop: loop: invalid integer \"x\"",
+            ),
+            (
+                "{{ loop 1.5 }}",
+                "error calling loop: loop: unsupported type float64",
+            ),
+        ]);
         assert!(err_msg("{{ loop 0 100001 }}").contains("more than the limit"));
     }
 
     #[test]
     fn env_function() {
-        assert_eq!(r("{{ env \"NAME\" }}"), "my-service");
-        assert_eq!(r("{{ env \"FOO\" }}"), "a=b");
-        assert_eq!(r("[{{ env \"NOPE\" }}]"), "[]");
+        renders(&[
+            ("{{ env \"NAME\" }}", "my-service"),
+            ("{{ env \"FOO\" }}", "a=b"),
+            ("[{{ env \"NOPE\" }}]", "[]"),
+        ]);
         assert_eq!(
             err_msg("{{ env 5 }}"),
             "error calling env: wrong type for value; expected string; got int"
@@ -584,13 +590,15 @@ mod tests {
 
     #[test]
     fn default_function() {
-        assert_eq!(r("{{ .NONEXISTENT | default \"default\" }}"), "default");
-        assert_eq!(r("{{ .NAME | default \"default\" }}"), "my-service");
-        assert_eq!(r("{{ .EMPTY | default 10 }}"), "10");
-        assert_eq!(r("{{ .NONEXISTENT | default 10.1 }}"), "10.1");
-        assert_eq!(r("{{ default \"x\" .NAME }}"), "my-service");
-        assert_eq!(r("{{ default \"x\" 5 }}"), "x");
-        assert_eq!(r("{{ default true .EMPTY }}"), "true");
+        renders(&[
+            ("{{ .NONEXISTENT | default \"default\" }}", "default"),
+            ("{{ .NAME | default \"default\" }}", "my-service"),
+            ("{{ .EMPTY | default 10 }}", "10"),
+            ("{{ .NONEXISTENT | default 10.1 }}", "10.1"),
+            ("{{ default \"x\" .NAME }}", "my-service"),
+            ("{{ default \"x\" 5 }}", "x"),
+            ("{{ default true .EMPTY }}", "true"),
+        ]);
         assert_eq!(
             err_msg("{{ default \"x\" }}"),
             "wrong number of args for default: want 2 got 1"
@@ -599,25 +607,27 @@ mod tests {
 
     #[test]
     fn split_join_replace_regex() {
-        assert_eq!(r("{{ .LIST | split \",\" | join \".\" }}"), "a.b.c");
-        assert_eq!(r("{{ split \",\" .LIST }}"), "[a b c]");
-        assert_eq!(r("{{ len (split \",\" .EMPTY) }}"), "0");
-        assert_eq!(r("[{{ split \",\" .EMPTY | join \"-\" }}]"), "[]");
-        assert_eq!(r("{{ join \"-\" (loop 3) }}"), "0-1-2");
-        assert_eq!(r("{{ .NAME | replaceAll \"-\" \"_\" }}"), "my_service");
-        assert_eq!(r("{{ replaceAll \"x\" \"y\" \"axbxc\" }}"), "aybyc");
-        assert_eq!(
-            r("{{ .NAME | regexReplaceAll \"^([a-z]+)-([a-z]+)$\" \"$2-$1\" }}"),
-            "service-my"
-        );
-        assert_eq!(
-            r("{{ regexReplaceAll \"[0-9]+\" \"<${0}>\" \"a1b22\" }}"),
-            "a<1>b<22>"
-        );
-        assert_eq!(
-            r("{{ regexReplaceAll `(\\w+)@(\\w+)` \"${2}_$1\" \"me@host\" }}"),
-            "host_me"
-        );
+        renders(&[
+            ("{{ .LIST | split \",\" | join \".\" }}", "a.b.c"),
+            ("{{ split \",\" .LIST }}", "[a b c]"),
+            ("{{ len (split \",\" .EMPTY) }}", "0"),
+            ("[{{ split \",\" .EMPTY | join \"-\" }}]", "[]"),
+            ("{{ join \"-\" (loop 3) }}", "0-1-2"),
+            ("{{ .NAME | replaceAll \"-\" \"_\" }}", "my_service"),
+            ("{{ replaceAll \"x\" \"y\" \"axbxc\" }}", "aybyc"),
+            (
+                "{{ .NAME | regexReplaceAll \"^([a-z]+)-([a-z]+)$\" \"$2-$1\" }}",
+                "service-my",
+            ),
+            (
+                "{{ regexReplaceAll \"[0-9]+\" \"<${0}>\" \"a1b22\" }}",
+                "a<1>b<22>",
+            ),
+            (
+                "{{ regexReplaceAll `(\\w+)@(\\w+)` \"${2}_$1\" \"me@host\" }}",
+                "host_me",
+            ),
+        ]);
         let msg = err_msg("{{ regexReplaceAll \"(\" \"x\" \"y\" }}");
         assert!(
             msg.starts_with("error calling regexReplaceAll: error parsing regexp:"),
@@ -631,103 +641,106 @@ mod tests {
 
     #[test]
     fn comparisons_and_logic() {
-        assert_eq!(
-            r("{{ eq 1 1 }} {{ eq 1 2 }} {{ eq \"a\" \"b\" \"a\" }} {{ ne \"a\" \"b\" }}"),
-            "true false true true"
-        );
-        assert_eq!(
-            r("{{ lt 1 2 }} {{ le 2 2 }} {{ gt \"b\" \"a\" }} {{ ge 1.5 2.5 }}"),
-            "true true true false"
-        );
-        assert_eq!(
-            r("{{ and 1 0 2 }} {{ and 1 2 }} {{ or 0 \"\" }} {{ or 0 \"x\" 3 }}"),
-            "0 2  x"
-        );
-        assert_eq!(r("{{ not 0 }} {{ not .NAME }}"), "true false");
+        renders(&[
+            (
+                "{{ eq 1 1 }} {{ eq 1 2 }} {{ eq \"a\" \"b\" \"a\" }} {{ ne \"a\" \"b\" }}",
+                "true false true true",
+            ),
+            (
+                "{{ lt 1 2 }} {{ le 2 2 }} {{ gt \"b\" \"a\" }} {{ ge 1.5 2.5 }}",
+                "true true true false",
+            ),
+            (
+                "{{ and 1 0 2 }} {{ and 1 2 }} {{ or 0 \"\" }} {{ or 0 \"x\" 3 }}",
+                "0 2  x",
+            ),
+            ("{{ not 0 }} {{ not .NAME }}", "true false"),
+        ]);
         // and/or stop at the deciding argument: the bad call is never made
-        assert_eq!(r("{{ or .NAME (loop 1 2 3) }}"), "my-service");
-        assert_eq!(r("{{ and .EMPTY (loop 1 2 3) }}"), "");
-        assert_eq!(r("{{ .NAME | and 1 }}"), "my-service");
-        assert_eq!(
-            err_msg("{{ eq 1 \"1\" }}"),
-            "error calling eq: incompatible types for comparison"
-        );
-        assert_eq!(
-            err_msg("{{ lt true false }}"),
-            "error calling lt: invalid type for comparison"
-        );
-        assert_eq!(
-            err_msg("{{ eq 1 }}"),
-            "error calling eq: missing argument for comparison"
-        );
-        assert_eq!(
-            err_msg("{{ not }}"),
-            "wrong number of args for not: want 1 got 0"
-        );
+        renders(&[
+            ("{{ or .NAME (loop 1 2 3) }}", "my-service"),
+            ("{{ and .EMPTY (loop 1 2 3) }}", ""),
+            ("{{ .NAME | and 1 }}", "my-service"),
+        ]);
+        fails(&[
+            (
+                "{{ eq 1 \"1\" }}",
+                "error calling eq: incompatible types for comparison",
+            ),
+            (
+                "{{ lt true false }}",
+                "error calling lt: invalid type for comparison",
+            ),
+            (
+                "{{ eq 1 }}",
+                "error calling eq: missing argument for comparison",
+            ),
+            ("{{ not }}", "wrong number of args for not: want 1 got 0"),
+        ]);
     }
 
     #[test]
     fn len_index_slice() {
-        assert_eq!(
-            r("{{ len .NAME }} {{ len (loop 4) }} {{ len .MISSING }}"),
-            "10 4 0"
-        );
-        assert_eq!(
-            r("{{ index (loop 5 10) 2 }} {{ index . \"COUNT\" }} [{{ index . \"NOPE\" }}]"),
-            "7 3 []"
-        );
-        assert_eq!(r("{{ index \"abc\" 1 }}"), "98");
-        assert_eq!(
-            r("{{ slice \"abcdef\" 1 3 }} {{ slice (loop 5) 2 }}"),
-            "bc [2 3 4]"
-        );
-        assert_eq!(
-            err_msg("{{ index (loop 3) 5 }}"),
-            "error calling index: index out of range: 5"
-        );
-        assert_eq!(
-            err_msg("{{ index (loop 3) -1 }}"),
-            "error calling index: index out of range: -1"
-        );
-        assert_eq!(err_msg("{{ len 3 }}"), "error calling len: len of type int");
+        renders(&[
+            (
+                "{{ len .NAME }} {{ len (loop 4) }} {{ len .MISSING }}",
+                "10 4 0",
+            ),
+            (
+                "{{ index (loop 5 10) 2 }} {{ index . \"COUNT\" }} [{{ index . \"NOPE\" }}]",
+                "7 3 []",
+            ),
+            ("{{ index \"abc\" 1 }}", "98"),
+            (
+                "{{ slice \"abcdef\" 1 3 }} {{ slice (loop 5) 2 }}",
+                "bc [2 3 4]",
+            ),
+        ]);
+        fails(&[
+            (
+                "{{ index (loop 3) 5 }}",
+                "error calling index: index out of range: 5",
+            ),
+            (
+                "{{ index (loop 3) -1 }}",
+                "error calling index: index out of range: -1",
+            ),
+            ("{{ len 3 }}", "error calling len: len of type int"),
+        ]);
     }
 
     #[test]
     fn print_functions() {
-        assert_eq!(
-            r("{{ print \"a\" 1 2 \"b\" true false }}"),
-            "a1 2btrue false"
-        );
-        assert_eq!(r("{{ println \"a\" 1 }}"), "a 1\n");
-        assert_eq!(
-            r("{{ printf \"%s|%d|%v|%q|%%\" \"x\" 42 (loop 2) \"q\\\"\" }}"),
-            "x|42|[0 1]|\"q\\\"\"|%"
-        );
-        assert_eq!(
-            r("{{ printf \"%5s|%-5s|%05d|%x|%X|%o\" \"ab\" \"cd\" -42 255 255 8 }}"),
-            "   ab|cd   |-0042|ff|FF|10"
-        );
-        assert_eq!(
-            r("{{ printf \"%.2f|%f|%8.3f|%e|%g|%.3g\" 3.14159 1.5 2.0 1234.5678 0.5 1234.5678 }}"),
-            "3.14|1.500000|   2.000|1.234568e+03|0.5|1.23e+03"
-        );
-        assert_eq!(
-            r("{{ printf \"%v %v %t %.3s %+d\" 10.1 true false \"abcdef\" 5 }}"),
-            "10.1 true false abc +5"
-        );
-        assert_eq!(
-            r("{{ printf \"%d %s\" \"x\" }}"),
-            "%!d(string=x) %!s(MISSING)"
-        );
-        assert_eq!(r("{{ printf \"%d\" 1 2 }}"), "1%!(EXTRA int=2)");
-        assert_eq!(
-            r("{{ printf \"%x\" \"hi\" }} {{ printf \"%*d\" 4 7 }} {{ printf \"%T\" 1.5 }}"),
-            "6869    7 float64"
-        );
-        assert_eq!(
-            r("{{ html \"<a href='x'>&</a>\" }} {{ urlquery \"a b&c\" }}"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt; a+b%26c"
-        );
+        renders(&[
+            ("{{ print \"a\" 1 2 \"b\" true false }}", "a1 2btrue false"),
+            ("{{ println \"a\" 1 }}", "a 1\n"),
+            (
+                "{{ printf \"%s|%d|%v|%q|%%\" \"x\" 42 (loop 2) \"q\\\"\" }}",
+                "x|42|[0 1]|\"q\\\"\"|%",
+            ),
+            (
+                "{{ printf \"%5s|%-5s|%05d|%x|%X|%o\" \"ab\" \"cd\" -42 255 255 8 }}",
+                "   ab|cd   |-0042|ff|FF|10",
+            ),
+            (
+                "{{ printf \"%.2f|%f|%8.3f|%e|%g|%.3g\" 3.14159 1.5 2.0 1234.5678 0.5 1234.5678 }}",
+                "3.14|1.500000|   2.000|1.234568e+03|0.5|1.23e+03",
+            ),
+            (
+                "{{ printf \"%v %v %t %.3s %+d\" 10.1 true false \"abcdef\" 5 }}",
+                "10.1 true false abc +5",
+            ),
+            ("{{ printf \"%d %s\" \"x\" }}", "%!d(string=x) %!s(MISSING)"),
+            ("{{ printf \"%d\" 1 2 }}", "1%!(EXTRA int=2)"),
+            (
+                "{{ printf \"%x\" \"hi\" }} {{ printf \"%*d\" 4 7 }} {{ printf \"%T\" 1.5 }}",
+                "6869    7 float64",
+            ),
+            (
+                "{{ html \"<a href='x'>&</a>\" }} {{ urlquery \"a b&c\" }}",
+                "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt; a+b%26c",
+            ),
+        ]);
     }
 
     /// Inputs that would need gigabytes are refused before anything is built.

@@ -305,35 +305,36 @@ mod tests {
 
     #[test]
     fn plain_text_and_literals() {
-        assert_eq!(r(""), "");
-        assert_eq!(r("no actions } { }}"), "no actions } { }}");
-        assert_eq!(
-            r("{{ \"a\\tb\\n\\\"q\\\"\\x41\\u00e9\" }}"),
-            "a\tb\n\"q\"Aé"
-        );
-        assert_eq!(r("{{ `raw \\n {{ }}` }}"), "raw \\n {{ }}");
-        assert_eq!(
-            r("{{ 42 }} {{ -7 }} {{ 0x1F }} {{ 010 }} {{ 'a' }}"),
-            "42 -7 31 8 97"
-        );
-        assert_eq!(
-            r("{{ 10.1 }} {{ 1.0 }} {{ 1e6 }} {{ 0.000001 }} {{ 123456.5 }}"),
-            "10.1 1 1e+06 1e-06 123456.5"
-        );
-        assert_eq!(r("{{ true }} {{ false }}"), "true false");
-        assert_eq!(r("{{ \"}}\" }}"), "}}");
+        renders(&[
+            ("", ""),
+            ("no actions } { }}", "no actions } { }}"),
+            ("{{ \"a\\tb\\n\\\"q\\\"\\x41\\u00e9\" }}", "a\tb\n\"q\"Aé"),
+            ("{{ `raw \\n {{ }}` }}", "raw \\n {{ }}"),
+            (
+                "{{ 42 }} {{ -7 }} {{ 0x1F }} {{ 010 }} {{ 'a' }}",
+                "42 -7 31 8 97",
+            ),
+            (
+                "{{ 10.1 }} {{ 1.0 }} {{ 1e6 }} {{ 0.000001 }} {{ 123456.5 }}",
+                "10.1 1 1e+06 1e-06 123456.5",
+            ),
+            ("{{ true }} {{ false }}", "true false"),
+            ("{{ \"}}\" }}", "}}"),
+        ]);
     }
 
     #[test]
     fn trimming() {
-        assert_eq!(r("a  \n\t {{- .NAME -}} \n\n  b"), "amy-serviceb");
-        assert_eq!(r("a {{- 1 }} b {{ 2 -}} c"), "a1 b 2c");
-        assert_eq!(r("{{-3}}"), "-3");
-        assert_eq!(r("x\n{{- /* comment */ -}}\ny"), "xy");
-        assert_eq!(r("x {{/* a\nmultiline comment */}} y"), "x  y");
-        assert_eq!(
-            r("[\n  {{- range $i := loop 2 }}\n  {{ $i }},\n  {{- end }}\n]"),
-            "[\n  0,\n  1,\n]"
-        );
+        renders(&[
+            ("a  \n\t {{- .NAME -}} \n\n  b", "amy-serviceb"),
+            ("a {{- 1 }} b {{ 2 -}} c", "a1 b 2c"),
+            ("{{-3}}", "-3"),
+            ("x\n{{- /* comment */ -}}\ny", "xy"),
+            ("x {{/* a\nmultiline comment */}} y", "x  y"),
+            (
+                "[\n  {{- range $i := loop 2 }}\n  {{ $i }},\n  {{- end }}\n]",
+                "[\n  0,\n  1,\n]",
+            ),
+        ]);
     }
 }

@@ -164,6 +164,20 @@ mod testing {
     pub(super) fn err_msg(src: &str) -> String {
         e(src).msg
     }
+
+    /// Each template renders to its text.
+    pub(super) fn renders(cases: &[(&str, &str)]) {
+        for (src, want) in cases {
+            assert_eq!(r(src), *want, "rendering {src:?}");
+        }
+    }
+
+    /// Each template fails with its message.
+    pub(super) fn fails(cases: &[(&str, &str)]) {
+        for (src, want) in cases {
+            assert_eq!(err_msg(src), *want, "rendering {src:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -607,14 +607,13 @@ mod tests {
     fn nested_blocks() {
         let src = "{{ range $i := loop 3 }}{{ if eq $i 1 }}{{ with $.NAME }}<{{ . }}>{{ end }}{{ else }}{{ range loop $i 0 }}{{ . }}{{ end }}.{{ end }}{{ end }}";
         assert_eq!(r(src), ".<my-service>21.");
-        assert_eq!(r("{{ range loop 0 }}x{{ else }}none{{ end }}"), "none");
-        assert_eq!(
-            r("{{ range split \",\" .EMPTY }}x{{ else }}empty{{ end }}"),
-            "empty"
-        );
-        assert_eq!(r("{{ range 3 }}{{ . }}{{ end }}"), "012");
-        assert_eq!(r("{{ range $k, $v := . }}{{ if eq $k \"COUNT\" \"NAME\" }}{{ $k }}={{ $v }} {{ end }}{{ end }}"), "COUNT=3 NAME=my-service ");
-        assert_eq!(r("{{ range loop 5 }}{{ if eq . 3 }}{{ break }}{{ end }}{{ if eq . 1 }}{{ continue }}{{ end }}{{ . }}{{ end }}"), "02");
+        renders(&[
+            ("{{ range loop 0 }}x{{ else }}none{{ end }}", "none"),
+            ("{{ range split \",\" .EMPTY }}x{{ else }}empty{{ end }}", "empty"),
+            ("{{ range 3 }}{{ . }}{{ end }}", "012"),
+            ("{{ range $k, $v := . }}{{ if eq $k \"COUNT\" \"NAME\" }}{{ $k }}={{ $v }} {{ end }}{{ end }}", "COUNT=3 NAME=my-service "),
+            ("{{ range loop 5 }}{{ if eq . 3 }}{{ break }}{{ end }}{{ if eq . 1 }}{{ continue }}{{ end }}{{ . }}{{ end }}", "02"),
+        ]);
     }
 
     #[test]
@@ -626,97 +625,77 @@ mod tests {
             err.to_string(),
             "template: config:2:15: missing {{end}} for {{if}}"
         );
-
-        let err = e("ab\ncd {{ end }}");
-        assert_eq!(
-            (err.line, err.col, err.msg.as_str()),
-            (2, 4, "unexpected {{end}}")
-        );
-
-        let err = e("{{ .NAME }}\n\n    {{ .NAME");
-        assert_eq!(
-            (err.line, err.col, err.msg.as_str()),
-            (3, 5, "unclosed action")
-        );
-
-        let err = e("x\n{{ if true }}\n  {{ foo 1 }}\n{{ end }}");
-        assert_eq!(
-            (err.line, err.col, err.msg.as_str()),
-            (3, 3, "function \"foo\" not defined")
-        );
-
-        let err = e("é{{ $x }}");
-        assert_eq!(
-            (err.line, err.col, err.msg.as_str()),
-            (1, 2, "undefined variable \"$x\"")
-        );
-
-        let err = e("a\nb\n c {{ index (loop 2) 9 }}");
-        assert_eq!((err.line, err.col), (3, 4));
-        assert_eq!(err.msg, "error calling index: index out of range: 9");
-
+        for (src, line, col, msg) in [
+            ("ab\ncd {{ end }}", 2, 4, "unexpected {{end}}"),
+            ("{{ .NAME }}\n\n    {{ .NAME", 3, 5, "unclosed action"),
+            (
+                "x\n{{ if true }}\n  {{ foo 1 }}\n{{ end }}",
+                3,
+                3,
+                "function \"foo\" not defined",
+            ),
+            ("é{{ $x }}", 1, 2, "undefined variable \"$x\""),
+            (
+                "a\nb\n c {{ index (loop 2) 9 }}",
+                3,
+                4,
+                "error calling index: index out of range: 9",
+            ),
+        ] {
+            let err = e(src);
+            assert_eq!(
+                (err.line, err.col, err.msg.as_str()),
+                (line, col, msg),
+                "{src:?}"
+            );
+        }
         let err = e("{{ regexReplaceAll \"[\" \"\" \"\" }}");
         assert_eq!((err.line, err.col), (1, 1));
-
         let err = e("{{ range loop 2 }}\n{{ else }}{{ else }}{{ end }}");
         assert_eq!((err.line, err.col), (2, 11));
-
         let err = e("{{ else }}");
         assert_eq!(err.msg, "unexpected {{else}}");
     }
 
     #[test]
     fn parse_error_messages() {
-        assert_eq!(err_msg("{{ }}"), "missing value for command");
-        assert_eq!(err_msg("{{ if }}{{ end }}"), "missing value for if");
-        assert_eq!(err_msg("{{ (1 }}"), "unclosed left paren");
-        assert_eq!(err_msg("{{ 1) }}"), "unexpected right paren");
-        assert_eq!(err_msg("{{ \"abc }}"), "unterminated quoted string");
-        assert_eq!(err_msg("{{ `abc }}"), "unterminated raw quoted string");
-        assert_eq!(err_msg("{{ 1abc }}"), "bad number syntax: \"1abc\"");
-        assert_eq!(
-            err_msg("{{ /* x */ }}"),
-            "unrecognized character in action: '/'"
-        );
-        assert_eq!(
-            err_msg("{{/* x */ x }}"),
-            "comment ends before closing delimiter"
-        );
-        assert_eq!(err_msg("{{/* x "), "unclosed comment");
-        assert_eq!(err_msg("{{ break }}"), "{{break}} outside {{range}}");
-        assert_eq!(
-            err_msg("{{ define \"x\" }}{{ end }}"),
-            "{{define}} is not supported"
-        );
-        assert_eq!(
-            err_msg("{{ .NAME | 1 }}"),
-            "non executable command in pipeline stage 2"
-        );
-        assert_eq!(
-            err_msg("{{ .NAME 1 }}"),
-            "can't give argument to non-function .NAME"
-        );
-        assert_eq!(err_msg("{{ nil }}"), "nil is not a command");
-        assert_eq!(err_msg("{{ $x = 1 }}"), "undefined variable \"$x\"");
-        assert_eq!(
-            err_msg("{{ .NAME.X }}"),
-            "can't evaluate field X in type string"
-        );
-        assert_eq!(
-            err_msg("{{ range loop 2 }}{{ .NAME }}{{ end }}"),
-            "can't evaluate field NAME in type int"
-        );
-        assert_eq!(
-            err_msg("{{ range \"abc\" }}{{ end }}"),
-            "range can't iterate over abc"
-        );
-        assert_eq!(
-            err_msg("{{ if 1 }}{{ else }}{{ else }}{{ end }}"),
-            "expected end; found {{else}} in {{if}}"
-        );
-        assert_eq!(
-            err_msg("{{ 99999999999999999999 }}"),
-            "99999999999999999999 overflows int"
-        );
+        fails(&[
+            ("{{ }}", "missing value for command"),
+            ("{{ if }}{{ end }}", "missing value for if"),
+            ("{{ (1 }}", "unclosed left paren"),
+            ("{{ 1) }}", "unexpected right paren"),
+            ("{{ \"abc }}", "unterminated quoted string"),
+            ("{{ `abc }}", "unterminated raw quoted string"),
+            ("{{ 1abc }}", "bad number syntax: \"1abc\""),
+            ("{{ /* x */ }}", "unrecognized character in action: '/'"),
+            ("{{/* x */ x }}", "comment ends before closing delimiter"),
+            ("{{/* x ", "unclosed comment"),
+            ("{{ break }}", "{{break}} outside {{range}}"),
+            ("{{ define \"x\" }}{{ end }}", "{{define}} is not supported"),
+            (
+                "{{ .NAME | 1 }}",
+                "non executable command in pipeline stage 2",
+            ),
+            ("{{ .NAME 1 }}", "can't give argument to non-function .NAME"),
+            ("{{ nil }}", "nil is not a command"),
+            ("{{ $x = 1 }}", "undefined variable \"$x\""),
+            ("{{ .NAME.X }}", "can't evaluate field X in type string"),
+            (
+                "{{ range loop 2 }}{{ .NAME }}{{ end }}",
+                "can't evaluate field NAME in type int",
+            ),
+            (
+                "{{ range \"abc\" }}{{ end }}",
+                "range can't iterate over abc",
+            ),
+            (
+                "{{ if 1 }}{{ else }}{{ else }}{{ end }}",
+                "expected end; found {{else}} in {{if}}",
+            ),
+            (
+                "{{ 99999999999999999999 }}",
+                "99999999999999999999 overflows int",
+            ),
+        ]);
     }
 }
