@@ -647,3 +647,13 @@ impl<'e, 'a> Reader<'e, 'a> {
         })
     }
 }
+
+/// The error an invalid fixture expects, from its first line
+/// `// expect: <path>: <message>` (or `// expect: <path>:`).
+#[cfg(test)]
+pub fn expected_error(src: &str) -> Option<(&str, &str)> {
+    let expect = src.lines().next()?.strip_prefix("// expect: ")?;
+    expect
+        .split_once(": ")
+        .or_else(|| expect.strip_suffix(':').map(|p| (p, "")))
+}

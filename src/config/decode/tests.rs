@@ -845,14 +845,8 @@ fn invalid_fixtures() {
     ];
     assert!(fixtures.len() >= 45);
     for (name, src) in fixtures {
-        let header = src.lines().next().unwrap_or_default();
-        let expect = header
-            .strip_prefix("// expect: ")
-            .unwrap_or_else(|| panic!("{name}: bad header {header:?}"));
-        let (path, msg) = expect
-            .split_once(": ")
-            .or_else(|| expect.strip_suffix(':').map(|p| (p, "")))
-            .unwrap_or_else(|| panic!("{name}: bad header {header:?}"));
+        let (path, msg) = crate::config::reader::expected_error(src)
+            .unwrap_or_else(|| panic!("{name}: bad header"));
         let errs = match load_with(src, &[]) {
             Ok(_) => panic!("{name}: no error"),
             Err(errs) => errs,
@@ -867,7 +861,11 @@ fn invalid_fixtures() {
         }
         assert!(e.line.is_some_and(|l| l > 1), "{name}: {e:?}");
         let shown = e.to_string();
-        assert!(shown.contains(expect), "{name}: {shown}");
+        let expect = src.lines().next().unwrap_or_default();
+        assert!(
+            shown.contains(&expect["// expect: ".len()..]),
+            "{name}: {shown}"
+        );
     }
 }
 

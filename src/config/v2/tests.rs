@@ -814,13 +814,8 @@ fn every_invalid_fixture_fails_as_expected() {
     assert!(files.len() >= 40, "only {} invalid fixtures", files.len());
     for path in files {
         let src = read_fixture(&path);
-        let first = src.lines().next().unwrap_or_default();
-        let spec = first
-            .strip_prefix("// expect: ")
+        let (want_path, want_msg) = crate::config::reader::expected_error(&src)
             .unwrap_or_else(|| panic!("{path:?}: no expect line"));
-        let (want_path, want_msg) = spec
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("{path:?}: bad expect line"));
         let errors = with_env(&HashMap::new(), |env| translate(&parse(&src), env, None))
             .err()
             .unwrap_or_else(|| panic!("{path:?}: loaded"));
