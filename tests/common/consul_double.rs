@@ -92,6 +92,8 @@ struct State {
     kv: BTreeMap<String, KvEntry>,
     /// The index of the last KV write or delete.
     kv_index: u64,
+    /// Bumped by `rewind_index`: held queries return, as after a restore.
+    restores: u64,
     acl_token: Option<String>,
     log: Vec<RequestRecord>,
 }
@@ -304,6 +306,7 @@ impl ConsulDouble {
     /// Every index goes back to `to` (a restored snapshot), the state stays.
     pub fn rewind_index(&self, to: u64) {
         let mut st = self.shared.lock();
+        st.restores += 1;
         st.index = to;
         st.kv_index = st.kv_index.min(to);
         for i in st.service_index.values_mut() {
@@ -344,8 +347,10 @@ impl ConsulDouble {
             .count()
     }
 
-    /// Every answer waits this long first; `Duration::MAX` never answers until
-    /// the delay is set back (requests already waiting then proceed).
+    /// Every request is handled, and answered, no sooner than this long after
+    /// it arrived; `Duration::MAX` answers nothing, held queries included, until
+    /// the delay is set back (requests already waiting then proceed): a paused
+    /// agent.
     pub fn set_delay(&self, delay: Duration) {
         if let Ok(mut d) = self.shared.delay.lock() {
             *d = delay;
@@ -384,6 +389,18 @@ impl Shared {
         if expire(&mut st, Instant::now()) {
             self.changed.notify_all();
         }
+    }
+
+    /// Waits until `set_delay` after `since`; false when the agent went down or
+    /// stopped meanwhile.
+    fn pause(&self, since: Instant) -> bool {
+        while since.elapsed() < self.delay() {
+            if self.gone() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        !self.gone()
     }
 
     fn gone(&self) -> bool {
@@ -453,20 +470,18 @@ fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             .lock()
             .log
             .push((req.method.clone(), req.target.clone(), token.clone()));
-        let started = Instant::now();
-        while started.elapsed() < shared.delay() {
-            if shared.gone() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if shared.down.load(Ordering::SeqCst) {
+        let arrived = Instant::now();
+        if !shared.pause(arrived) {
             return;
         }
         // None: the agent went down while holding the query.
         let Some(answer) = route(&shared, &req, token.as_deref()) else {
             return;
         };
+        // A paused agent does not answer the queries it was holding either.
+        if !shared.pause(arrived) {
+            return;
+        }
         let close = req
             .header("Connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));
@@ -688,8 +703,9 @@ fn blocking_params(params: &BTreeMap<String, String>) -> Result<Option<(u64, Dur
 }
 
 /// Holds a blocking query: returns the locked state once `index_of` moves past
-/// `min`, or the wait runs out (also when the double does not hold); `None`
-/// when the agent went down or stopped meanwhile.
+/// `min`, the state is restored (`rewind_index`), or the wait runs out (at once
+/// when the double does not hold); `None` when the agent went down or stopped
+/// meanwhile.
 fn hold<'a>(
     shared: &'a Shared,
     block: Option<(u64, Duration)>,
@@ -700,7 +716,8 @@ fn hold<'a>(
         return Some(st);
     };
     let deadline = Instant::now() + wait;
-    while index_of(&st) <= min && shared.holding.load(Ordering::SeqCst) {
+    let restores = st.restores;
+    while index_of(&st) <= min && shared.holding.load(Ordering::SeqCst) && st.restores == restores {
         if shared.gone() {
             return None;
         }
