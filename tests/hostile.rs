@@ -3,6 +3,9 @@
 //! running out of file descriptors, and a second daemon on a live control socket.
 //! The figures asserted are the issue's acceptance bounds. Tests that measure
 //! latency, CPU or memory take `HEAVY`, so they do not skew each other.
+//!
+//! `CP_TEST_BIN=target/.../release/containerpilot` runs them against another
+//! build (the README's figures are for the release binary).
 
 mod common;
 use common::*;
@@ -13,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,10 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn daemon_bin() -> String {
+    std::env::var("CP_TEST_BIN").unwrap_or_else(|_| bin().to_string())
 }
 
 fn config_at(d: &TempDir, sock: &Path, body: &str) -> PathBuf {
@@ -48,7 +55,7 @@ fn start_with(d: &TempDir, extra: &str, tweak: impl FnOnce(&mut Command)) -> (Sw
         &format!(r#"jobs: [ {{ name: "app", exec: ["sleep", "3600"] }} ], {extra}"#),
     );
     let sweep = Sweep::new("hostile");
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(daemon_bin());
     cmd.arg("-config").arg(&cfg).env(MARK_VAR, &sweep.0);
     tweak(&mut cmd);
     let cp = Daemon::start_with(&mut cmd);
@@ -300,6 +307,242 @@ fn full_connection_tables_still_serve_a_new_client_at_once() {
     assert_eq!(st.and_then(|s| s.code()), Some(0));
 }
 
+// ------------------------------------------------------------- point 3: bodies
+
+/// Sends `head` + `body` on a fresh connection, reads the status line, then
+/// keeps the connection open until `leave` is set. Returns the status (0 when
+/// no answer came) and how long the exchange took.
+fn send_and_hold(
+    to: &Target,
+    head: &str,
+    body: &[u8],
+    answered: &AtomicUsize,
+    leave: &AtomicBool,
+) -> Result<u16, String> {
+    let r = send_and_read_status(to, head, body);
+    answered.fetch_add(1, Ordering::SeqCst);
+    let (p, status) = r?;
+    while !leave.load(Ordering::Relaxed) {
+        std::thread::sleep(50 * MS);
+    }
+    drop(p);
+    Ok(status)
+}
+
+fn send_and_read_status(to: &Target, head: &str, body: &[u8]) -> Result<(Peer, u16), String> {
+    let mut p = Peer::connect(to).map_err(|e| format!("connect: {e}"))?;
+    p.set_timeout(60 * SEC);
+    p.write_all(head.as_bytes())
+        .and_then(|_| p.write_all(body))
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match p.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&got).into_owned();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {line:?}"))?;
+    Ok((p, status))
+}
+
+fn vm_kb(pid: i32, field: &str) -> u64 {
+    proc_status_field(pid, field).unwrap_or(0)
+}
+
+#[test]
+fn peers_sending_1mib_bodies_cannot_pin_memory() {
+    let _g = heavy();
+    let d = TempDir::new("bodies");
+    let port = free_port();
+    let (_sweep, mut cp) = start(&d, &telemetry(port));
+    let pid = cp.pid();
+    let rss0 = vm_kb(pid, "VmRSS");
+    let anon0 = vm_kb(pid, "RssAnon");
+    // 250 scrapers posting to /metrics (only ever a 405) and 250 control clients
+    // posting a valid 1 MiB environment update, all at once
+    let mib = 1 << 20;
+    let env_body: Arc<Vec<u8>> = Arc::new({
+        let mut b = b"{\"BIG\":\"".to_vec();
+        b.resize(mib - 2, b'x');
+        b.extend_from_slice(b"\"}");
+        b
+    });
+    let junk: Arc<Vec<u8>> = Arc::new(vec![b'z'; mib]);
+    let leave = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..500 {
+        let (to, head, body) = if i % 2 == 0 {
+            (
+                Target::Tcp(format!("127.0.0.1:{port}")),
+                format!("POST /metrics HTTP/1.1\r\nContent-Length: {mib}\r\n\r\n"),
+                junk.clone(),
+            )
+        } else {
+            (
+                Target::Unix(d.socket()),
+                format!(
+                    "POST /v3/environ HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                    env_body.len()
+                ),
+                env_body.clone(),
+            )
+        };
+        let (leave, answered) = (leave.clone(), answered.clone());
+        clients.push(std::thread::spawn(move || {
+            send_and_hold(&to, &head, &body, &answered, &leave)
+        }));
+    }
+    // every client has its answer (or gave up) and still holds its connection
+    let t = Instant::now();
+    wait_until(60 * SEC, || answered.load(Ordering::SeqCst) == 500);
+    let took = t.elapsed();
+    std::thread::sleep(2 * SEC);
+    let hwm = vm_kb(pid, "VmHWM");
+    let rss_held = vm_kb(pid, "VmRSS");
+    leave.store(true, Ordering::Relaxed);
+    let results: Vec<Result<u16, String>> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or_else(|_| Err("panicked".into())))
+        .collect();
+    // The issue's 8 MB is for the shipped (release) binary, idle at ~3 MB. The
+    // debug binary `cargo test` runs maps ~5 MB more code, so for it the bound
+    // is the same growth over idle: 8 MB - 3 MB.
+    let bound = if rss0 < 4 * 1024 {
+        8 * 1024
+    } else {
+        rss0 + 5 * 1024
+    };
+    let t = Instant::now();
+    let back = wait_until(15 * SEC, || vm_kb(pid, "VmRSS") < bound);
+    let returned_after = t.elapsed();
+    let rss_after = vm_kb(pid, "VmRSS");
+    let anon_after = vm_kb(pid, "RssAnon");
+    let count = |from: usize, code: u16| {
+        results
+            .iter()
+            .skip(from)
+            .step_by(2)
+            .filter(|r| **r == Ok(code))
+            .count()
+    };
+    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "250 x 1 MiB to POST /metrics: {} answered 405; 250 x 1 MiB to /v3/environ: {} got 200, {} got 503; \
+         {} errors {:?}; all answered in {took:?}; rss {rss0} KiB (anon {anon0}) -> peak {hwm} KiB, {rss_held} KiB while held; \
+         after they left: {rss_after} KiB (anon {anon_after}, bound {bound}) after {returned_after:?}",
+        count(0, 405),
+        count(1, 200),
+        count(1, 503),
+        errors.len(),
+        errors.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(errors.is_empty(), "clients without an answer: {errors:?}");
+    assert_eq!(count(0, 405), 250, "telemetry answers");
+    assert_eq!(count(1, 200) + count(1, 503), 250, "control answers");
+    assert!(count(1, 200) > 0, "no environment update got through");
+    assert!(hwm < 32 * 1024, "peak RSS {hwm} KiB");
+    assert!(
+        back,
+        "RSS still {rss_after} KiB 15 s after the clients left"
+    );
+    assert!(ping_ok(&d.socket()));
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
+/// Sends only a head announcing a body, then reads: the answer must come
+/// without the body ever being sent. Returns the whole response.
+fn answer_to_head(to: &Target, head: &str) -> String {
+    let mut p = Peer::connect(to).expect("connect");
+    p.set_timeout(5 * SEC);
+    p.write_all(head.as_bytes()).expect("send head");
+    let mut out = Vec::new();
+    let _ = p.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn refused_bodies_are_answered_before_they_are_sent() {
+    let d = TempDir::new("early");
+    let port = free_port();
+    let (_sweep, mut cp) = start(&d, &telemetry(port));
+    let tcp = Target::Tcp(format!("127.0.0.1:{port}"));
+    let unix = Target::Unix(d.socket());
+    let big = "Content-Length: 1048576\r\n\r\n";
+    for (to, head, want) in [
+        (
+            &tcp,
+            format!("POST /metrics HTTP/1.1\r\n{big}"),
+            "HTTP/1.1 405 ",
+        ),
+        (
+            &tcp,
+            format!("GET /metrics HTTP/1.1\r\n{big}"),
+            "HTTP/1.1 413 ",
+        ),
+        (
+            &tcp,
+            format!("PUT /nope HTTP/1.1\r\n{big}"),
+            "HTTP/1.1 404 ",
+        ),
+        (
+            &unix,
+            format!("GET /v3/environ HTTP/1.1\r\n{big}"),
+            "HTTP/1.1 405 ",
+        ),
+        (
+            &unix,
+            format!("POST /v3/nope HTTP/1.1\r\n{big}"),
+            "HTTP/1.1 404 ",
+        ),
+        (
+            &unix,
+            "POST /v3/env HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n".to_string(),
+            "HTTP/1.1 413 ",
+        ),
+    ] {
+        let t = Instant::now();
+        let out = answer_to_head(to, &head);
+        assert!(
+            out.starts_with(want) && out.contains("Connection: close\r\n"),
+            "{head:?} -> {out:?}"
+        );
+        assert!(t.elapsed() < 2 * SEC, "{head:?} took {:?}", t.elapsed());
+    }
+    // the telemetry answer says why
+    let out = answer_to_head(&tcp, &format!("GET /status HTTP/1.1\r\n{big}"));
+    assert!(
+        out.ends_with("the telemetry listener takes no request body\n"),
+        "{out}"
+    );
+    // a body the route ignores is read and dropped; the connection stays usable
+    let mut p = Peer::connect(&unix).expect("connect");
+    p.set_timeout(5 * SEC);
+    let mut wire =
+        b"POST /v3/maintenance/enable HTTP/1.1\r\nContent-Length: 500000\r\n\r\n".to_vec();
+    wire.resize(wire.len() + 500_000, b'x');
+    wire.extend_from_slice(b"GET /v3/ping HTTP/1.1\r\nConnection: close\r\n\r\n");
+    p.write_all(&wire).expect("send");
+    let mut out = Vec::new();
+    let _ = p.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200 ") && out.ends_with("\r\n\r\nok"),
+        "{out}"
+    );
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
 // ------------------------------------------------------ point 5: out of descriptors
 
 /// Start the daemon with RLIMIT_NOFILE at `n` (soft and hard).
@@ -453,7 +696,7 @@ fn start_failing(d: &TempDir, sock: &Path) -> (Option<i32>, String) {
     );
     let sweep = Sweep::new("hostile-second");
     let mut cp = Daemon::start_with(
-        Command::new(bin())
+        Command::new(daemon_bin())
             .arg("-config")
             .arg(&cfg)
             .env(MARK_VAR, &sweep.0),

@@ -4,7 +4,7 @@
 
 pub mod client;
 
-use crate::http::{Request, Response};
+use crate::http::{BodyRule, Request, Response};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -67,19 +67,64 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
     }
 }
 
-/// Turn a request into a command, or answer it directly.
-pub fn parse(req: &Request) -> Result<Command, Response> {
-    let post = req.method == "POST";
-    match req.path.as_str() {
-        "/v3/ping" => Ok(Command::Ping),
-        "/v3/status" => match req.method.as_str() {
-            "GET" | "HEAD" => Ok(Command::Status),
+/// Largest body a control request may carry.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A control route, known from the method and path alone.
+enum Route<'a> {
+    Ping,
+    Status,
+    Env,
+    Metric,
+    Reload,
+    Maintenance(bool),
+    Signal(&'a str),
+}
+
+fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Response> {
+    let post = |r: Route<'a>| {
+        if method == "POST" {
+            Ok(r)
+        } else {
+            Err(method_not_allowed())
+        }
+    };
+    match path {
+        "/v3/ping" => Ok(Route::Ping),
+        "/v3/status" => match method {
+            "GET" | "HEAD" => Ok(Route::Status),
             _ => Err(method_not_allowed()),
         },
-        "/v3/environ" | "/v3/env" => {
-            if !post {
-                return Err(method_not_allowed());
-            }
+        "/v3/environ" | "/v3/env" => post(Route::Env),
+        "/v3/metric" => post(Route::Metric),
+        "/v3/reload" => post(Route::Reload),
+        "/v3/maintenance/enable" => post(Route::Maintenance(true)),
+        "/v3/maintenance/disable" => post(Route::Maintenance(false)),
+        p if p.starts_with("/v3/signal/") => match &p["/v3/signal/".len()..] {
+            "" => Err(not_found()),
+            job => post(Route::Signal(job)),
+        },
+        _ => Err(not_found()),
+    }
+}
+
+/// What the control socket does with a request's body, from its head alone: a
+/// request that will be refused (404/405) is answered before its body is read,
+/// and routes that ignore their body do not store it.
+pub fn body_rule(method: &str, path: &str) -> BodyRule {
+    match route(method, path) {
+        Ok(Route::Env | Route::Metric | Route::Signal(_)) => BodyRule::Keep(MAX_BODY),
+        Ok(_) => BodyRule::Discard(MAX_BODY),
+        Err(_) => BodyRule::Refuse,
+    }
+}
+
+/// Turn a request into a command, or answer it directly.
+pub fn parse(req: &Request) -> Result<Command, Response> {
+    match route(&req.method, &req.path)? {
+        Route::Ping => Ok(Command::Ping),
+        Route::Status => Ok(Command::Status),
+        Route::Env => {
             let m = json_object(&req.body)?;
             let mut out = Vec::with_capacity(m.len());
             for (k, v) in m {
@@ -103,33 +148,13 @@ pub fn parse(req: &Request) -> Result<Command, Response> {
             }
             Ok(Command::PutEnv(out))
         }
-        "/v3/metric" => {
-            if !post {
-                return Err(method_not_allowed());
-            }
+        Route::Metric => {
             let m = json_object(&req.body)?;
             Ok(Command::PutMetric(m.into_iter().collect()))
         }
-        "/v3/reload" => {
-            if !post {
-                return Err(method_not_allowed());
-            }
-            Ok(Command::Reload)
-        }
-        "/v3/maintenance/enable" | "/v3/maintenance/disable" => {
-            if !post {
-                return Err(method_not_allowed());
-            }
-            Ok(Command::Maintenance(req.path.ends_with("enable")))
-        }
-        p if p.starts_with("/v3/signal/") => {
-            if !post {
-                return Err(method_not_allowed());
-            }
-            let job = &p["/v3/signal/".len()..];
-            if job.is_empty() {
-                return Err(not_found());
-            }
+        Route::Reload => Ok(Command::Reload),
+        Route::Maintenance(on) => Ok(Command::Maintenance(on)),
+        Route::Signal(job) => {
             let signal = match serde_json::from_slice::<serde_json::Value>(&req.body) {
                 Ok(v) => match v.get("signal").and_then(|s| s.as_str()) {
                     Some(s) => s.to_string(),
@@ -142,7 +167,6 @@ pub fn parse(req: &Request) -> Result<Command, Response> {
                 signal,
             })
         }
-        _ => Err(not_found()),
     }
 }
 
@@ -179,6 +203,7 @@ mod tests {
             query: String::new(),
             headers: vec![],
             body: body.as_bytes().to_vec(),
+            body_refused: false,
             keep_alive: true,
         }
     }
@@ -267,6 +292,30 @@ mod tests {
         );
         assert_eq!(err(parse(&req("POST", "/v3/signal/app", "{}"))).0, 400);
         assert_eq!(err(parse(&req("POST", "/v3/metric", "{"))).0, 422);
+    }
+
+    #[test]
+    fn body_rules_follow_the_routes() {
+        assert_eq!(body_rule("POST", "/v3/environ"), BodyRule::Keep(MAX_BODY));
+        assert_eq!(body_rule("POST", "/v3/metric"), BodyRule::Keep(MAX_BODY));
+        assert_eq!(
+            body_rule("POST", "/v3/signal/app"),
+            BodyRule::Keep(MAX_BODY)
+        );
+        assert_eq!(body_rule("POST", "/v3/reload"), BodyRule::Discard(MAX_BODY));
+        assert_eq!(body_rule("PUT", "/v3/ping"), BodyRule::Discard(MAX_BODY));
+        // Whatever is refused here, `parse` answers with 404/405 without a body.
+        for (m, p) in [
+            ("GET", "/v3/environ"),
+            ("PUT", "/v3/metric"),
+            ("POST", "/v3/status"),
+            ("POST", "/v3/signal/"),
+            ("POST", "/nope"),
+        ] {
+            assert_eq!(body_rule(m, p), BodyRule::Refuse, "{m} {p}");
+            let (status, _) = err(parse(&req(m, p, "")));
+            assert!(matches!(status, 404 | 405), "{m} {p}: {status}");
+        }
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl ChunkedDecoder {
         }
     }
 
+    /// The final chunk and its trailers have been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// Decodes as much of `input` as possible, appending chunk data to `body`.
     /// Bytes after the final CRLF are left unconsumed (they belong to the next message).
     pub(crate) fn decode(

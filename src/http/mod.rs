@@ -7,7 +7,7 @@ mod client;
 mod server;
 
 pub use client::{request, request_unix, ClientError, ClientResponse};
-pub use server::{Conn, Limits, ReadOutcome, Request, Response};
+pub use server::{BodyBudget, BodyRule, Conn, Gate, Limits, ReadOutcome, Request, Response};
 
 /// Reason phrase for the status codes we send.
 pub fn reason(status: u16) -> &'static str {

@@ -13,8 +13,15 @@
 //! if outcome == ReadOutcome::Closed || conn.finished() { drop(conn) }
 //! // ReadOutcome::Paused: call read_from again soon without waiting for readiness.
 //! ```
+//!
+//! Memory a peer can hold is bounded three ways: the router's `Gate` says from the
+//! request line alone whether a body is wanted at all (a request that will be refused
+//! is answered before its body is read), kept bodies draw on a `BodyBudget` shared by
+//! every connection of a listener, and buffers shrink back once drained.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::reason;
@@ -28,13 +35,16 @@ const READ_CHUNK: usize = 16 * 1024;
 const OUT_HIGH_WATER: usize = 256 * 1024;
 /// httparse needs a fixed header array; more headers than this → 431.
 const MAX_HEADERS: usize = 100;
+/// A drained buffer with more capacity than this is freed rather than kept at
+/// its peak for the next request.
+const KEEP_CAPACITY: usize = 4096;
 
 /// Size limits for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Request line plus headers, including the blank line.
     pub max_head: usize,
-    /// Decoded body.
+    /// Decoded body, whatever the gate allows.
     pub max_body: usize,
 }
 
@@ -44,6 +54,54 @@ impl Default for Limits {
             max_head: 8192,
             max_body: 1 << 20,
         }
+    }
+}
+
+/// What a route does with a request body, decided from the method and path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRule {
+    /// Collect the body (up to this many bytes, 413 beyond) from the shared budget.
+    Keep(usize),
+    /// Read the body and throw it away (up to this many bytes, 413 beyond).
+    Discard(usize),
+    /// Takes no body: the request is handed out without it (`body_refused`) for the
+    /// router to answer, and the connection closes without reading the body.
+    Refuse,
+}
+
+/// The router's say on bodies, asked once a head announces one.
+pub type Gate = fn(method: &str, path: &str) -> BodyRule;
+
+fn keep_any(_: &str, _: &str) -> BodyRule {
+    BodyRule::Keep(usize::MAX)
+}
+
+/// Bytes all pending request bodies of a listener may hold together. A body that
+/// does not fit is answered 503 and its connection closed; its bytes are never read.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(Rc<Cell<usize>>);
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget(Rc::new(Cell::new(bytes)))
+    }
+
+    /// Bytes not held by any pending body.
+    pub fn available(&self) -> usize {
+        self.0.get()
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let left = self.0.get();
+        if n > left {
+            return false;
+        }
+        self.0.set(left - n);
+        true
+    }
+
+    fn give(&self, n: usize) {
+        self.0.set(self.0.get().saturating_add(n));
     }
 }
 
@@ -57,6 +115,9 @@ pub struct Request {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The head announced a body the gate refused; `body` is empty and the
+    /// connection closes after the response.
+    pub body_refused: bool,
     /// Whether the protocol lets the connection stay open after the response.
     pub keep_alive: bool,
 }
@@ -131,8 +192,29 @@ struct Pending {
 
 #[derive(Debug)]
 enum BodyKind {
+    /// Bytes still to come.
     Length(usize),
     Chunked(ChunkedDecoder),
+}
+
+/// A body being received.
+#[derive(Debug)]
+struct Incoming {
+    req: Request,
+    kind: BodyKind,
+    pending: Pending,
+    /// Store the bytes (`BodyRule::Keep`) or count and drop them.
+    keep: bool,
+    max: usize,
+    /// Body bytes seen so far (stored or dropped).
+    seen: usize,
+}
+
+/// What feeding input to a body gave.
+enum BodyStep {
+    More,
+    Done,
+    Fail(u16, String),
 }
 
 #[derive(Debug)]
@@ -140,11 +222,10 @@ enum State {
     /// Waiting for (the rest of) a request head.
     Head,
     /// Head parsed; collecting the body.
-    Body {
-        req: Request,
-        kind: BodyKind,
-        pending: Pending,
-    },
+    Body(Box<Incoming>),
+    /// The body cannot be received (bad framing, too large, no budget): the
+    /// error response is handed out next.
+    Failed(u16, String),
     /// A request (or protocol error) was handed out; waiting for `respond`.
     Awaiting(Pending),
     /// The last response closes the connection; input is discarded.
@@ -155,6 +236,10 @@ enum State {
 #[derive(Debug)]
 pub struct Conn {
     limits: Limits,
+    gate: Gate,
+    budget: BodyBudget,
+    /// Bytes of `budget` this connection holds for the body in progress.
+    reserved: usize,
     activity: u64,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -168,10 +253,25 @@ pub struct Conn {
     force_close: bool,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Conn {
+    /// A connection that keeps any body up to `limits.max_body`, with no shared budget.
     pub fn new(limits: Limits) -> Conn {
+        Conn::with_rules(limits, keep_any, BodyBudget::new(usize::MAX))
+    }
+
+    /// A connection whose bodies are admitted by `gate` and held within `budget`.
+    pub fn with_rules(limits: Limits, gate: Gate, budget: BodyBudget) -> Conn {
         Conn {
             limits,
+            gate,
+            budget,
+            reserved: 0,
             activity: 0,
             input: Vec::new(),
             output: Vec::new(),
@@ -185,38 +285,58 @@ impl Conn {
     }
 
     /// Reads until WouldBlock, at most ~64 KiB per call (then `Paused`). EINTR is retried.
+    /// Body bytes go straight to the body in progress, so the input buffer only ever
+    /// holds heads (and the start of whatever follows them).
     pub fn read_from<R: Read>(&mut self, r: &mut R) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
         let mut total = 0;
-        loop {
+        let outcome = loop {
             if total >= READ_BUDGET || self.input_full() {
-                return ReadOutcome::Paused;
+                break ReadOutcome::Paused;
             }
             match r.read(&mut chunk) {
-                Ok(0) => return self.on_eof(),
+                Ok(0) => break self.on_eof(),
                 Ok(n) => {
                     total += n;
                     self.activity += n as u64;
                     self.needs_input = false;
-                    // After a closing response, drain what the client still sends so the
-                    // kernel does not reset the connection before it reads our answer.
-                    if !matches!(self.state, State::Closed) {
-                        self.input.extend_from_slice(&chunk[..n]);
+                    // After a closing response (or a refused body), drain what the
+                    // client still sends so the kernel does not reset the connection
+                    // before it reads our answer.
+                    if self.discarding() {
+                        continue;
+                    }
+                    self.input.extend_from_slice(&chunk[..n]);
+                    if let State::Body(_) = self.state {
+                        if let BodyStep::Fail(status, msg) = self.feed_body() {
+                            self.state = State::Failed(status, msg);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Open,
                 Err(_) => {
                     self.peer_closed = true;
-                    return ReadOutcome::Closed;
+                    break ReadOutcome::Closed;
                 }
             }
+        };
+        self.trim();
+        outcome
+    }
+
+    /// Input is thrown away: a closing answer is queued or about to be.
+    fn discarding(&self) -> bool {
+        match &self.state {
+            State::Closed | State::Failed(..) => true,
+            State::Awaiting(p) => !p.keep_alive,
+            _ => false,
         }
     }
 
     /// The next complete request, if one is buffered. `Err` carries a ready-made error
-    /// response (400/413/431) that should be passed to `respond`; the connection closes
-    /// after it. May queue `100 Continue`, so check `wants_write` afterwards.
+    /// response (400/413/431/503) that should be passed to `respond`; the connection
+    /// closes after it. May queue `100 Continue`, so check `wants_write` afterwards.
     pub fn next_request(&mut self) -> Option<Result<Request, Response>> {
         if let Some(r) = self.ready.take() {
             return Some(r);
@@ -224,7 +344,9 @@ impl Conn {
         if self.output.len() - self.out_pos > OUT_HIGH_WATER {
             return None;
         }
-        self.advance()
+        let r = self.advance();
+        self.trim();
+        r
     }
 
     /// Queues the response to the request (or error) last returned by `next_request`.
@@ -244,7 +366,7 @@ impl Conn {
         self.state = if keep_alive {
             State::Head
         } else {
-            self.input.clear();
+            self.input = Vec::new();
             State::Closed
         };
         self.needs_input = false;
@@ -271,6 +393,7 @@ impl Conn {
         }
         self.output.clear();
         self.out_pos = 0;
+        self.trim();
         Ok(true)
     }
 
@@ -286,8 +409,8 @@ impl Conn {
         }
         match self.state {
             State::Closed => true,
-            State::Awaiting(_) => false,
-            State::Head | State::Body { .. } => self.peer_closed && self.needs_input,
+            State::Awaiting(_) | State::Failed(..) => false,
+            State::Head | State::Body(_) => self.peer_closed && self.needs_input,
         }
     }
 
@@ -300,6 +423,11 @@ impl Conn {
             && self.ready.is_none()
     }
 
+    /// The peer sent EOF (or the socket failed).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     /// Bytes moved in either direction so far: a caller's idle clock should only
     /// restart when this changes.
     pub fn activity(&self) -> u64 {
@@ -309,9 +437,34 @@ impl Conn {
     /// The input buffer is at its bound: reading resumes only once responses
     /// drain (the peer reads), so this is not a reason to poll again at once.
     pub fn input_full(&self) -> bool {
-        // One maximal request plus a read's worth of the next; chunked framing is
-        // consumed as it is decoded, so this bound holds for it as well.
-        self.input.len() >= self.limits.max_head + self.limits.max_body + READ_CHUNK
+        // A maximal head plus a read's worth of what follows it: body bytes move to
+        // the body as they arrive, so only heads and pipelined requests queue here.
+        self.input.len() >= self.limits.max_head + READ_CHUNK
+    }
+
+    /// Bytes held in buffers, for callers that watch memory.
+    pub fn buffered(&self) -> usize {
+        let body = match &self.state {
+            State::Body(b) => b.req.body.capacity(),
+            _ => 0,
+        };
+        self.input.capacity() + self.output.capacity() + body
+    }
+
+    /// Frees drained buffers instead of keeping them at their peak size.
+    fn trim(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+            self.input = Vec::new();
+        }
+        if self.output.is_empty() && self.output.capacity() > KEEP_CAPACITY {
+            self.output = Vec::new();
+        }
+    }
+
+    /// Gives back this connection's share of the body budget.
+    fn release(&mut self) {
+        self.budget.give(self.reserved);
+        self.reserved = 0;
     }
 
     fn on_eof(&mut self) -> ReadOutcome {
@@ -322,7 +475,7 @@ impl Conn {
         match self.state {
             State::Awaiting(_) => ReadOutcome::Open,
             State::Closed => ReadOutcome::Closed,
-            State::Head | State::Body { .. } => {
+            State::Head | State::Body(_) | State::Failed(..) => {
                 // A client that half-closes after its request still gets an answer.
                 match self.advance() {
                     Some(r) => {
@@ -356,57 +509,32 @@ impl Conn {
                             self.state = State::Awaiting(pending);
                             return Some(Ok(req));
                         }
-                        HeadOutcome::NeedsBody(req, kind, pending) => {
-                            self.state = State::Body { req, kind, pending };
+                        HeadOutcome::NeedsBody(incoming) => {
+                            self.state = State::Body(incoming);
                         }
                     }
                 }
-                State::Body {
-                    mut req,
-                    kind,
-                    pending,
-                } => match kind {
-                    BodyKind::Length(len) => {
-                        if self.input.len() < len {
-                            self.state = State::Body {
-                                req,
-                                kind: BodyKind::Length(len),
-                                pending,
-                            };
+                State::Body(incoming) => {
+                    self.state = State::Body(incoming);
+                    match self.feed_body() {
+                        BodyStep::More => {
                             self.needs_input = true;
                             return None;
                         }
-                        req.body = self.input.drain(..len).collect();
-                        self.state = State::Awaiting(pending);
-                        return Some(Ok(req));
-                    }
-                    BodyKind::Chunked(mut dec) => {
-                        let progress =
-                            match dec.decode(&self.input, &mut req.body, self.limits.max_body) {
-                                Ok(p) => p,
-                                Err(ChunkError::TooLarge) => {
-                                    let msg = format!(
-                                        "request body larger than {} bytes\n",
-                                        self.limits.max_body
-                                    );
-                                    return Some(Err(self.fail(413, msg)));
-                                }
-                                Err(e) => return Some(Err(self.fail(400, format!("{e}\n")))),
+                        BodyStep::Fail(status, msg) => return Some(Err(self.fail(status, msg))),
+                        BodyStep::Done => {
+                            let State::Body(incoming) =
+                                std::mem::replace(&mut self.state, State::Head)
+                            else {
+                                return None;
                             };
-                        self.input.drain(..progress.consumed);
-                        if progress.done {
-                            self.state = State::Awaiting(pending);
-                            return Some(Ok(req));
+                            self.release();
+                            self.state = State::Awaiting(incoming.pending);
+                            return Some(Ok(incoming.req));
                         }
-                        self.state = State::Body {
-                            req,
-                            kind: BodyKind::Chunked(dec),
-                            pending,
-                        };
-                        self.needs_input = true;
-                        return None;
                     }
-                },
+                }
+                State::Failed(status, msg) => return Some(Err(self.fail(status, msg))),
                 other @ (State::Awaiting(_) | State::Closed) => {
                     self.state = other;
                     return None;
@@ -415,9 +543,69 @@ impl Conn {
         }
     }
 
+    /// Moves buffered input into the body in progress (or drops it, for a
+    /// discarded body), drawing on the budget for kept bytes.
+    fn feed_body(&mut self) -> BodyStep {
+        let State::Body(b) = &mut self.state else {
+            return BodyStep::More;
+        };
+        let used = match &mut b.kind {
+            BodyKind::Length(left) => {
+                let take = (*left).min(self.input.len());
+                if b.keep {
+                    if b.req.body.capacity() == 0 {
+                        // The whole length was reserved from the budget at the head.
+                        b.req.body.reserve_exact(*left);
+                    }
+                    b.req.body.extend_from_slice(&self.input[..take]);
+                }
+                *left -= take;
+                b.seen += take;
+                take
+            }
+            BodyKind::Chunked(dec) => {
+                let progress = if b.keep {
+                    // Decoding never yields more bytes than it is given.
+                    let need = (b.req.body.len() + self.input.len()).min(b.max);
+                    if need > self.reserved {
+                        if !self.budget.take(need - self.reserved) {
+                            return BodyStep::Fail(503, busy_message());
+                        }
+                        self.reserved = need;
+                    }
+                    b.req.body.reserve_exact(need - b.req.body.len());
+                    dec.decode(&self.input, &mut b.req.body, b.max)
+                } else {
+                    let mut scratch = Vec::new();
+                    let r = dec.decode(&self.input, &mut scratch, b.max - b.seen);
+                    b.seen += scratch.len();
+                    r
+                };
+                match progress {
+                    Ok(p) => p.consumed,
+                    Err(ChunkError::TooLarge) => {
+                        return BodyStep::Fail(413, too_large(b.max));
+                    }
+                    Err(e) => return BodyStep::Fail(400, format!("{e}\n")),
+                }
+            }
+        };
+        self.input.drain(..used);
+        let done = match &b.kind {
+            BodyKind::Length(left) => *left == 0,
+            BodyKind::Chunked(dec) => dec.is_done(),
+        };
+        if done {
+            BodyStep::Done
+        } else {
+            BodyStep::More
+        }
+    }
+
     /// Turns a protocol error into a closing response; later input is ignored.
     fn fail(&mut self, status: u16, msg: String) -> Response {
-        self.input.clear();
+        self.input = Vec::new();
+        self.release();
         self.state = State::Awaiting(Pending {
             keep_alive: false,
             head_only: false,
@@ -428,14 +616,16 @@ impl Conn {
 
     fn parse_head(&mut self) -> HeadOutcome {
         let max_head = self.limits.max_head;
-        let too_large =
+        let head_too_large =
             || HeadOutcome::Error(431, format!("request head larger than {max_head} bytes\n"));
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         let head_len = match parsed.parse(&self.input) {
-            Ok(httparse::Status::Complete(n)) if n > max_head => return too_large(),
+            Ok(httparse::Status::Complete(n)) if n > max_head => return head_too_large(),
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if self.input.len() > max_head => return too_large(),
+            Ok(httparse::Status::Partial) if self.input.len() > max_head => {
+                return head_too_large()
+            }
             Ok(httparse::Status::Partial) => return HeadOutcome::Partial,
             Err(httparse::Error::TooManyHeaders) => {
                 return HeadOutcome::Error(
@@ -465,7 +655,7 @@ impl Conn {
         let method = method.to_string();
         self.input.drain(..head_len);
 
-        let framing = match body_framing(&headers, self.limits.max_body) {
+        let framing = match body_framing(&headers) {
             Ok(f) => f,
             Err((status, msg)) => return HeadOutcome::Error(status, msg),
         };
@@ -474,23 +664,52 @@ impl Conn {
         } else {
             !has_token(&headers, "connection", "close")
         };
-        let pending = Pending {
+        let mut pending = Pending {
             keep_alive,
             head_only: method == "HEAD",
             echo_keep_alive: minor == 0 && keep_alive,
         };
         let expects_continue = minor == 1 && has_token(&headers, "expect", "100-continue");
-        let req = Request {
+        let mut req = Request {
             method,
             path,
             query,
             headers,
             body: Vec::new(),
+            body_refused: false,
             keep_alive,
         };
+        if framing == Framing::Length(0) {
+            return HeadOutcome::Request(req, pending);
+        }
+        let (keep, max) = match (self.gate)(&req.method, &req.path) {
+            BodyRule::Refuse => {
+                // Answered without reading a byte of the body; the body bytes
+                // already here and still coming are dropped until we close.
+                req.body_refused = true;
+                req.keep_alive = false;
+                pending.keep_alive = false;
+                pending.echo_keep_alive = false;
+                self.input = Vec::new();
+                return HeadOutcome::Request(req, pending);
+            }
+            BodyRule::Keep(max) => (true, max.min(self.limits.max_body)),
+            BodyRule::Discard(max) => (false, max.min(self.limits.max_body)),
+        };
         let kind = match framing {
-            Framing::Length(0) => return HeadOutcome::Request(req, pending),
-            Framing::Length(n) => BodyKind::Length(n),
+            Framing::Length(n) => {
+                let n = match usize::try_from(n) {
+                    Ok(n) if n <= max => n,
+                    _ => return HeadOutcome::Error(413, too_large(max)),
+                };
+                if keep {
+                    if !self.budget.take(n) {
+                        return HeadOutcome::Error(503, busy_message());
+                    }
+                    self.reserved = n;
+                }
+                BodyKind::Length(n)
+            }
             Framing::Chunked => BodyKind::Chunked(ChunkedDecoder::new()),
         };
         // The client waits for this before sending the body; if the body is already
@@ -499,7 +718,14 @@ impl Conn {
             self.output
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        HeadOutcome::NeedsBody(req, kind, pending)
+        HeadOutcome::NeedsBody(Box::new(Incoming {
+            req,
+            kind,
+            pending,
+            keep,
+            max,
+            seen: 0,
+        }))
     }
 
     fn serialize(&mut self, resp: &Response, pending: Pending, keep_alive: bool) {
@@ -529,21 +755,30 @@ impl Conn {
     }
 }
 
+fn too_large(max: usize) -> String {
+    format!("request body larger than {max} bytes\n")
+}
+
+fn busy_message() -> String {
+    "too many request bodies in progress; try again later\n".to_string()
+}
+
 enum HeadOutcome {
     Partial,
     Error(u16, String),
     Request(Request, Pending),
-    NeedsBody(Request, BodyKind, Pending),
+    NeedsBody(Box<Incoming>),
 }
 
+#[derive(PartialEq, Eq)]
 enum Framing {
-    Length(usize),
+    Length(u64),
     Chunked,
 }
 
 /// Decides how the body is delimited; conflicting or unsupported framing is refused
 /// rather than guessed, since a wrong guess desynchronises the pipelined stream.
-fn body_framing(headers: &[(String, String)], max_body: usize) -> Result<Framing, (u16, String)> {
+fn body_framing(headers: &[(String, String)]) -> Result<Framing, (u16, String)> {
     let mut codings: Vec<String> = Vec::new();
     let mut saw_te = false;
     let mut length: Option<u64> = None;
@@ -573,11 +808,7 @@ fn body_framing(headers: &[(String, String)], max_body: usize) -> Result<Framing
         }
         return Ok(Framing::Chunked);
     }
-    let length = length.unwrap_or(0);
-    match usize::try_from(length) {
-        Ok(n) if n <= max_body => Ok(Framing::Length(n)),
-        _ => Err((413, format!("request body larger than {max_body} bytes\n"))),
-    }
+    Ok(Framing::Length(length.unwrap_or(0)))
 }
 
 fn parse_length(s: &str) -> Result<u64, (u16, String)> {
@@ -698,6 +929,7 @@ mod tests {
                 ("Content-Length".into(), "13".into()),
             ],
             body: b"{\"FOO\":\"bar\"}".to_vec(),
+            body_refused: false,
             keep_alive: true,
         }
     }
@@ -712,6 +944,7 @@ mod tests {
             query: String::new(),
             headers: vec![("Transfer-Encoding".into(), "chunked".into())],
             body: b"abcde".to_vec(),
+            body_refused: false,
             keep_alive: true,
         };
         for (wire, expected) in [(POST, post_expected()), (CHUNKED, chunked_expected)] {
@@ -1207,18 +1440,163 @@ mod tests {
         let mut conn = Conn::new(Limits::default());
         let head = b"POST / HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n";
         feed(&mut conn, head);
+        // Before the head is parsed, input stops at a head plus a read's worth.
         assert_eq!(conn.read_from(&mut Endless), ReadOutcome::Paused);
-        assert_eq!(conn.input.len(), READ_BUDGET + head.len());
+        assert_eq!(conn.input.len(), 2 * READ_CHUNK + head.len());
         let mut rounds = 0;
         let req = loop {
             if let Some(r) = conn.next_request() {
                 break r.unwrap();
             }
+            // Body bytes go straight to the body: the input buffer stays empty.
+            assert!(conn.input.is_empty());
             assert_eq!(conn.read_from(&mut Endless), ReadOutcome::Paused);
             rounds += 1;
         };
         assert_eq!(req.body.len(), 1 << 20);
-        assert_eq!(rounds, 15);
+        assert_eq!(req.body.capacity(), 1 << 20, "body sized once, exactly");
+        assert_eq!(rounds, 16);
+    }
+
+    fn refuse_posts(method: &str, path: &str) -> BodyRule {
+        match (method, path) {
+            ("POST", "/keep") => BodyRule::Keep(100),
+            ("POST", "/drop") => BodyRule::Discard(100),
+            _ => BodyRule::Refuse,
+        }
+    }
+
+    #[test]
+    fn a_refused_body_is_answered_before_it_is_read() {
+        let mut conn = Conn::with_rules(Limits::default(), refuse_posts, BodyBudget::new(1000));
+        // Too large and unwanted: the route's answer (say 405) wins over 413.
+        feed(
+            &mut conn,
+            b"POST /metrics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\nxxxx",
+        );
+        let req = expect_request(&mut conn);
+        assert!(req.body_refused && req.body.is_empty() && !req.keep_alive);
+        assert!(!conn.wants_write(), "no 100 Continue for a refused body");
+        conn.respond(Response::text(405, "Method Not Allowed\n"));
+        let out = take_output(&mut conn);
+        assert!(out.starts_with("HTTP/1.1 405 ") && out.contains("Connection: close\r\n"));
+        // What the client still sends is read and dropped, never buffered.
+        for _ in 0..10 {
+            feed(&mut conn, &[b'x'; 10000]);
+            assert!(conn.buffered() <= KEEP_CAPACITY, "{}", conn.buffered());
+        }
+        assert!(conn.next_request().is_none());
+        assert!(conn.finished());
+        assert_eq!(conn.budget.available(), 1000);
+    }
+
+    #[test]
+    fn a_discarded_body_keeps_the_connection_in_step() {
+        let mut conn = Conn::with_rules(Limits::default(), refuse_posts, BodyBudget::new(0));
+        feed(
+            &mut conn,
+            b"POST /drop HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /drop HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        );
+        for _ in 0..2 {
+            let req = expect_request(&mut conn);
+            assert!(req.body.is_empty() && !req.body_refused && req.keep_alive);
+            conn.respond(Response::new(200, ""));
+        }
+        assert_eq!(expect_request(&mut conn).path, "/next");
+        // Over the discard limit: 413 from the length, or from the chunk size.
+        let (resp, _, _) = error_for_rules(b"POST /drop HTTP/1.1\r\nContent-Length: 101\r\n\r\n");
+        assert_eq!(resp.status, 413);
+        let (resp, _, _) =
+            error_for_rules(b"POST /drop HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n");
+        assert_eq!(resp.status, 413);
+        assert_eq!(resp.body, b"request body larger than 100 bytes\n");
+    }
+
+    fn error_for_rules(wire: &[u8]) -> (Response, String, Conn) {
+        let mut conn = Conn::with_rules(Limits::default(), refuse_posts, BodyBudget::new(1000));
+        feed(&mut conn, wire);
+        let resp = expect_error(&mut conn);
+        conn.respond(resp.clone());
+        let out = take_output(&mut conn);
+        (resp, out, conn)
+    }
+
+    #[test]
+    fn kept_bodies_share_one_budget() {
+        let budget = BodyBudget::new(100);
+        let mut a = Conn::with_rules(Limits::default(), refuse_posts, budget.clone());
+        let mut b = Conn::with_rules(Limits::default(), refuse_posts, budget.clone());
+        feed(&mut a, b"POST /keep HTTP/1.1\r\nContent-Length: 80\r\n\r\n");
+        assert!(a.next_request().is_none());
+        assert_eq!(budget.available(), 20, "the announced length is held");
+        // The second does not fit: 503 and close, before its body is read.
+        feed(
+            &mut b,
+            b"POST /keep HTTP/1.1\r\nContent-Length: 30\r\n\r\nabc",
+        );
+        let resp = expect_error(&mut b);
+        assert_eq!(resp.status, 503);
+        b.respond(resp);
+        let out = take_output(&mut b);
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Connection: close"));
+        assert!(b.finished());
+        // A chunked body draws on the budget as it arrives.
+        let mut c = Conn::with_rules(Limits::default(), refuse_posts, budget.clone());
+        feed(
+            &mut c,
+            b"POST /keep HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+        );
+        assert!(c.next_request().is_none());
+        assert_eq!(budget.available(), 10);
+        feed(&mut c, b"10\r\n0123456789abcdef\r\n");
+        assert_eq!(expect_error(&mut c).status, 503);
+        assert_eq!(budget.available(), 20, "a failed body gives its share back");
+        // The first completes: handed out, its share returns.
+        feed(&mut a, &[b'y'; 80]);
+        assert_eq!(expect_request(&mut a).body.len(), 80);
+        assert_eq!(budget.available(), 100);
+        // A connection dropped mid-body gives its share back too.
+        feed(
+            &mut a,
+            b"POST /keep HTTP/1.1\r\nContent-Length: 50\r\n\r\nab",
+        );
+        a.respond(Response::new(200, ""));
+        let mut d = Conn::with_rules(Limits::default(), refuse_posts, budget.clone());
+        feed(
+            &mut d,
+            b"POST /keep HTTP/1.1\r\nContent-Length: 50\r\n\r\nab",
+        );
+        assert!(d.next_request().is_none());
+        assert_eq!(budget.available(), 50);
+        drop(d);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[test]
+    fn buffers_are_released_after_a_burst() {
+        let mut conn = Conn::new(Limits::default());
+        let mut wire = b"POST / HTTP/1.1\r\nContent-Length: 500000\r\n\r\n".to_vec();
+        wire.resize(wire.len() + 500_000, b'b');
+        let mut peer = Script::new(&[&wire]);
+        let req = loop {
+            conn.read_from(&mut peer);
+            if let Some(r) = conn.next_request() {
+                break r.unwrap();
+            }
+        };
+        conn.respond(Response::new(200, req.body));
+        assert!(conn.buffered() > 500_000);
+        take_output(&mut conn);
+        assert!(
+            conn.buffered() <= KEEP_CAPACITY,
+            "{} bytes kept",
+            conn.buffered()
+        );
+        assert!(conn.is_idle());
     }
 
     #[test]
@@ -1336,7 +1714,7 @@ mod tests {
                 }
                 let mut sink = Vec::new();
                 assert!(conn.write_to(&mut sink).is_ok());
-                assert!(conn.input.len() <= small().max_head + small().max_body + READ_CHUNK);
+                assert!(conn.input.len() <= small().max_head + 2 * READ_CHUNK);
             }
             let _ = conn.read_from(&mut Script::new(&[]).eof());
             let _ = conn.finished();

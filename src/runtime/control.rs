@@ -121,19 +121,19 @@ impl Runtime {
     }
 
     fn route_telemetry(&mut self, req: Request) -> Response {
+        let get = matches!(req.method.as_str(), "GET" | "HEAD");
         match req.path.as_str() {
-            "/metrics" => match req.method.as_str() {
-                "GET" | "HEAD" => {
-                    let mut r = Response::new(200, self.metrics.render());
-                    r.content_type = Some("text/plain; version=0.0.4; charset=utf-8");
-                    r
-                }
-                _ => Response::text(405, "Method Not Allowed\n"),
-            },
-            "/status" => match req.method.as_str() {
-                "GET" | "HEAD" => Response::json(200, self.status_json()),
-                _ => Response::text(405, "Method Not Allowed\n"),
-            },
+            "/metrics" | "/status" if !get => Response::text(405, "Method Not Allowed\n"),
+            // Nothing on this listener reads a body; the connection closes.
+            "/metrics" | "/status" if req.body_refused => {
+                Response::text(413, "the telemetry listener takes no request body\n")
+            }
+            "/metrics" => {
+                let mut r = Response::new(200, self.metrics.render());
+                r.content_type = Some("text/plain; version=0.0.4; charset=utf-8");
+                r
+            }
+            "/status" => Response::json(200, self.status_json()),
             _ => control::not_found(),
         }
     }

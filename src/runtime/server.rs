@@ -3,7 +3,7 @@
 //! means is decided by the caller through the `route` callback.
 
 use super::listeners::SocketFile;
-use crate::http::{Conn, Limits, ReadOutcome, Request, Response};
+use crate::http::{BodyBudget, BodyRule, Conn, Gate, Limits, ReadOutcome, Request, Response};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
@@ -20,6 +20,19 @@ pub const MAX_CONNS: usize = 256;
 const ACCEPT_BATCH: usize = 64;
 /// How often "table full" is logged while connections are being evicted.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// Bytes all pending request bodies of a listener may hold together (SPEC §4);
+/// a body beyond it is answered 503.
+pub const BODY_BUDGET: usize = 8 << 20;
+/// After a closing answer sent before the request was fully read (a refused
+/// body, a 413 or 503), what the client still sends is read and dropped until it
+/// pauses this long (at most `IDLE` in all, at most `LINGER_BYTES`), so that its
+/// writes do not fail with a reset before it reads the answer.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 2 << 20;
+/// Freed memory goes back to the OS when the last client of a burst that moved
+/// this much has gone, or after this much more under steady traffic.
+const TRIM_AFTER: u64 = 1 << 20;
+const TRIM_ALWAYS_AFTER: u64 = 64 << 20;
 /// After `accept` failed for want of descriptors or memory, try again this much
 /// later (or as soon as one of our clients leaves) instead of spinning on it.
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
@@ -41,6 +54,15 @@ impl Read for Stream {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
         }
+    }
+}
+
+impl Stream {
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        };
     }
 }
 
@@ -69,6 +91,17 @@ struct Client {
     /// exchange must finish within `IDLE`, so trickling bytes (slowloris) does not
     /// keep a connection alive.
     busy_since: Option<Instant>,
+    /// The closing answer is sent; input is dropped until EOF or the deadline.
+    linger: Option<Linger>,
+}
+
+#[derive(Clone, Copy)]
+struct Linger {
+    until: Instant,
+    /// `until` moves with the client's bytes, but never past this.
+    last_until: Instant,
+    /// `activity()` when lingering began.
+    from: u64,
 }
 
 impl Client {
@@ -79,6 +112,19 @@ impl Client {
             Some(b) if b < self.last => b,
             _ => self.last,
         }
+    }
+
+    fn deadline(&self) -> Instant {
+        match self.linger {
+            Some(l) => l.until,
+            None => self.deadline_base() + IDLE,
+        }
+    }
+
+    /// Who gives up a slot first: a lingering client (its exchange is over), then
+    /// the one idle or incomplete longest.
+    fn eviction_rank(&self) -> (bool, Instant) {
+        (self.linger.is_none(), self.deadline_base())
     }
 }
 
@@ -102,6 +148,11 @@ pub struct Server {
     accept_failing: bool,
     /// When the table last filled up and a connection was evicted (for the log).
     warned_full: Option<Instant>,
+    /// Bytes closed connections moved since freed memory was last handed back.
+    moved_since_trim: u64,
+    /// What the router takes as request bodies on this listener.
+    gate: Gate,
+    budget: BodyBudget,
 }
 
 impl Server {
@@ -112,6 +163,11 @@ impl Server {
         base: usize,
         span: usize,
     ) -> io::Result<Server> {
+        // The control routes say which bodies they take; telemetry takes none.
+        let gate: Gate = match listener {
+            Listener::Unix(..) => crate::control::body_rule,
+            Listener::Tcp(_) => |_, _| BodyRule::Refuse,
+        };
         match &mut listener {
             Listener::Unix(l, _) => reg.register(l, listener_token, Interest::READABLE)?,
             Listener::Tcp(l) => reg.register(l, listener_token, Interest::READABLE)?,
@@ -128,6 +184,9 @@ impl Server {
             retry_at: None,
             accept_failing: false,
             warned_full: None,
+            moved_since_trim: 0,
+            gate,
+            budget: BodyBudget::new(BODY_BUDGET),
         })
     }
 
@@ -235,10 +294,11 @@ impl Server {
                 token,
                 Client {
                     stream,
-                    conn: Conn::new(Limits::default()),
+                    conn: Conn::with_rules(Limits::default(), self.gate, self.budget.clone()),
                     last: now,
                     paused: true, // read at once: data may have arrived before registration
                     busy_since: None,
+                    linger: None,
                 },
             );
         }
@@ -249,7 +309,7 @@ impl Server {
         let Some(t) = self
             .clients
             .iter()
-            .min_by_key(|(_, c)| c.deadline_base())
+            .min_by_key(|(_, c)| c.eviction_rank())
             .map(|(t, _)| *t)
         else {
             return;
@@ -288,6 +348,15 @@ impl Server {
         let Some(c) = self.clients.get_mut(&t) else {
             return false;
         };
+        if let Some(l) = &mut c.linger {
+            let before = c.conn.activity();
+            let outcome = c.conn.read_from(&mut c.stream);
+            c.paused = outcome == ReadOutcome::Paused;
+            if c.conn.activity() != before {
+                l.until = (now + LINGER).min(l.last_until);
+            }
+            return outcome == ReadOutcome::Closed || c.conn.activity() - l.from > LINGER_BYTES;
+        }
         let before = c.conn.activity();
         let outcome = c.conn.read_from(&mut c.stream);
         // A full input buffer waits for the peer to read our responses (a
@@ -314,7 +383,25 @@ impl Server {
         } else if c.busy_since.is_none() {
             c.busy_since = Some(now);
         }
-        broken || outcome == ReadOutcome::Closed || c.conn.finished()
+        if broken || outcome == ReadOutcome::Closed {
+            return true;
+        }
+        if !c.conn.finished() {
+            return false;
+        }
+        if c.conn.peer_closed() {
+            return true;
+        }
+        // Answered and closing, but the client may still be sending: tell it we
+        // are done and drop what comes until it closes too.
+        c.stream.shutdown_write();
+        c.linger = Some(Linger {
+            until: now + LINGER,
+            last_until: now + IDLE,
+            from: c.conn.activity(),
+        });
+        c.paused = true;
+        false
     }
 
     /// Close a client: its descriptor is free again, so a failed accept may be
@@ -324,6 +411,16 @@ impl Server {
             deregister_stream(reg, &mut c.stream);
             if self.retry_at.is_some() {
                 self.retry_at = Some(Instant::now());
+            }
+            self.moved_since_trim += c.conn.activity();
+            drop(c);
+            let burst_over = self.clients.is_empty() && self.moved_since_trim >= TRIM_AFTER;
+            if burst_over || self.moved_since_trim >= TRIM_ALWAYS_AFTER {
+                if self.clients.is_empty() {
+                    self.clients.shrink_to_fit();
+                }
+                return_freed_memory();
+                self.moved_since_trim = 0;
             }
         }
     }
@@ -347,17 +444,13 @@ impl Server {
         let stale: Vec<Token> = self
             .clients
             .iter()
-            .filter(|(_, c)| now.duration_since(c.deadline_base()) >= IDLE)
+            .filter(|(_, c)| now >= c.deadline())
             .map(|(t, _)| *t)
             .collect();
         for t in stale {
             self.close(reg, t);
         }
-        let idle = self
-            .clients
-            .values()
-            .map(|c| c.deadline_base() + IDLE)
-            .min();
+        let idle = self.clients.values().map(Client::deadline).min();
         match (idle, self.retry_at.filter(|_| self.backlog)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -370,6 +463,17 @@ impl Server {
 
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+}
+
+/// glibc's allocator keeps freed heap pages (and raises its mmap threshold after
+/// large frees, so the next large bodies land on the heap too); without this, a
+/// burst of big requests would stay resident long after the peers left.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

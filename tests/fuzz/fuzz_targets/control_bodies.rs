@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         query: String::new(),
         headers: vec![("Content-Length".to_string(), body.len().to_string())],
         body: body.to_vec(),
+        body_refused: false,
         keep_alive: true,
     };
     match control::parse(&req) {
