@@ -543,6 +543,149 @@ fn refused_bodies_are_answered_before_they_are_sent() {
     assert_eq!(st.and_then(|s| s.code()), Some(0));
 }
 
+// ------------------------------------------------------- point 4: JSON bodies
+
+/// `n` distinct names of `len` characters that are valid variable names.
+fn names(n: usize, len: usize) -> Vec<String> {
+    const FIRST: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+    const REST: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_0123456789";
+    (0..n)
+        .map(|mut i| {
+            let mut name = vec![FIRST[i % FIRST.len()]];
+            i /= FIRST.len();
+            for _ in 1..len {
+                name.push(REST[i % REST.len()]);
+                i /= REST.len();
+            }
+            String::from_utf8(name).expect("ascii")
+        })
+        .collect()
+}
+
+fn object(pairs: impl Iterator<Item = String>) -> String {
+    let mut body = String::from("{");
+    for (i, p) in pairs.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&p);
+    }
+    body.push('}');
+    body
+}
+
+#[test]
+fn json_bodies_cost_about_their_size() {
+    let _g = heavy();
+    let d = TempDir::new("json");
+    let port = free_port();
+    let count = d.path("count");
+    let (_sweep, mut cp) = start(
+        &d,
+        &format!(
+            r#"telemetry: {{ port: {port}, interfaces: ["lo"], metrics: [ {{ namespace: "app", name: "load", help: "h", type: "gauge" }} ] }},
+               jobs: [ {{ name: "count", exec: ["sh", "-c", "env | wc -l > {c}.tmp && mv {c}.tmp {c}"], when: {{ interval: "500ms" }}, timeout: "60s" }} ]"#,
+            c = count.display()
+        ),
+    );
+    let pid = cp.pid();
+    let sock = d.socket();
+    let post = |path: &str, body: &str| {
+        try_control(&sock, "POST", path, Some(body), 30 * SEC).unwrap_or_else(|e| (0, e))
+    };
+    // warm up the code paths, so the high-water mark only grows for the data
+    assert_eq!(post("/v3/metric", r#"{"app_load": 1}"#).0, 200);
+    assert_eq!(post("/v3/environ", r#"{"WARM": "1"}"#).0, 200);
+    assert_eq!(post("/v3/metric", r#"{"nope": 1}"#).0, 400);
+    let hwm = || vm_kb(pid, "VmHWM");
+    let mut report = Vec::new();
+    let mut check = |what: &str, path: &str, body: String, want: u16, needle: &str| {
+        let h0 = hwm();
+        let (code, text) = post(path, &body);
+        let grew = hwm() - h0;
+        report.push(format!(
+            "{what} ({} kB): {code}, peak +{grew} KiB",
+            body.len() / 1000
+        ));
+        assert_eq!(code, want, "{what}: {text}");
+        assert!(text.contains(needle), "{what}: {text}");
+        // the body itself is held once while it is parsed; the issue saw +26 MB
+        assert!(grew < 3 * 1024, "{what}: peak RSS grew {grew} KiB");
+    };
+    let unknown = object(names(100_000, 4).into_iter().map(|n| format!("\"{n}\":1")));
+    check(
+        "100k unknown metrics",
+        "/v3/metric",
+        unknown,
+        400,
+        "unknown metric",
+    );
+    let array = format!("{{\"app_load\":[{}1]}}", "1,".repeat(450_000));
+    check(
+        "a 450k-element array as a metric value",
+        "/v3/metric",
+        array,
+        400,
+        "app_load",
+    );
+    let noise = format!(
+        "{{\"x\":[{}1],\"signal\":\"CONT\"}}",
+        "[1],".repeat(200_000)
+    );
+    check(
+        "a signal beside 200k arrays",
+        "/v3/signal/count",
+        noise,
+        409,
+        "",
+    );
+    // 100k variables set (each `"abc":"v"`), then unset (each `"abc":null`,
+    // a byte longer): both are accepted
+    let vars = names(100_000, 3);
+    let set = object(vars.iter().map(|n| format!("\"{n}\":\"v\"")));
+    let unset = object(vars.iter().map(|n| format!("\"{n}\":null")));
+    assert!(set.len() <= 1 << 20 && unset.len() > 1 << 20);
+    let lines = || {
+        std::fs::read_to_string(&count)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let h0 = hwm();
+    let (code, text) = post("/v3/environ", &set);
+    report.push(format!(
+        "100k sets ({} kB): {code}, peak +{} KiB",
+        set.len() / 1000,
+        hwm() - h0
+    ));
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        // a shell takes seconds to start with 100k variables
+        wait_until(20 * SEC, || lines() > 100_000),
+        "sets not seen by a job: {}",
+        lines()
+    );
+    let (code, text) = post("/v3/environ", &unset);
+    report.push(format!("100k unsets ({} kB): {code}", unset.len() / 1000));
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        wait_until(10 * SEC, || lines() > 0 && lines() < 1000),
+        "unsets not seen: {}",
+        lines()
+    );
+    // a null counts as "": past 1 MiB that way, the body is too large
+    let too_many = object(names(120_000, 3).iter().map(|n| format!("\"{n}\":null")));
+    let (code, text) = post("/v3/environ", &too_many);
+    report.push(format!(
+        "120k unsets ({} kB): {code}",
+        too_many.len() / 1000
+    ));
+    assert_eq!(code, 413, "{text}");
+    eprintln!("JSON bodies: {}", report.join("; "));
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
 // ------------------------------------------------------ point 5: out of descriptors
 
 /// Start the daemon with RLIMIT_NOFILE at `n` (soft and hard).

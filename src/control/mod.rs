@@ -2,14 +2,17 @@
 //! `Command` for the loop, or an error response. Validation happens here, before
 //! anything is applied, so a rejected request changes nothing.
 
+mod body;
 pub mod client;
+
+pub use body::{EnvUpdate, ENV_MAX_BODY};
 
 use crate::http::{BodyRule, Request, Response};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// `(key, Some(v))` sets, `(key, None)` unsets.
-    PutEnv(Vec<(String, Option<String>)>),
+    /// `(key, Some(v))` sets, `(key, None)` unsets, in order.
+    PutEnv(EnvUpdate),
     PutMetric(Vec<(String, serde_json::Value)>),
     Reload,
     Maintenance(bool),
@@ -48,23 +51,6 @@ fn method_not_allowed() -> Response {
 
 fn bad(status: u16, msg: &str) -> Response {
     Response::text(status, &format!("{msg}\n"))
-}
-
-fn valid_env_key(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(bad(422, "Unprocessable Entity: body must be a JSON object")),
-        Err(e) => Err(bad(
-            422,
-            &format!("Unprocessable Entity: invalid JSON: {e}"),
-        )),
-    }
 }
 
 /// Largest body a control request may carry.
@@ -113,60 +99,27 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Response> {
 /// and routes that ignore their body do not store it.
 pub fn body_rule(method: &str, path: &str) -> BodyRule {
     match route(method, path) {
-        Ok(Route::Env | Route::Metric | Route::Signal(_)) => BodyRule::Keep(MAX_BODY),
+        Ok(Route::Env) => BodyRule::Keep(ENV_MAX_BODY),
+        Ok(Route::Metric | Route::Signal(_)) => BodyRule::Keep(MAX_BODY),
         Ok(_) => BodyRule::Discard(MAX_BODY),
         Err(_) => BodyRule::Refuse,
     }
 }
 
-/// Turn a request into a command, or answer it directly.
-pub fn parse(req: &Request) -> Result<Command, Response> {
+/// Turn a request into a command, or answer it directly. `known_metric` says
+/// whether a `/v3/metric` name is configured: the body is checked as it is parsed.
+pub fn parse(req: &Request, known_metric: &dyn Fn(&str) -> bool) -> Result<Command, Response> {
     match route(&req.method, &req.path)? {
         Route::Ping => Ok(Command::Ping),
         Route::Status => Ok(Command::Status),
-        Route::Env => {
-            let m = json_object(&req.body)?;
-            let mut out = Vec::with_capacity(m.len());
-            for (k, v) in m {
-                if !valid_env_key(&k) {
-                    return Err(bad(
-                        400,
-                        &format!("invalid environment variable name {k:?}"),
-                    ));
-                }
-                match v {
-                    serde_json::Value::Null => out.push((k, None)),
-                    serde_json::Value::String(s) if s.is_empty() => out.push((k, None)),
-                    serde_json::Value::String(s) => out.push((k, Some(s))),
-                    other => {
-                        return Err(bad(
-                            422,
-                            &format!("Unprocessable Entity: value of {k:?} must be a string or null, got {other}"),
-                        ))
-                    }
-                }
-            }
-            Ok(Command::PutEnv(out))
-        }
-        Route::Metric => {
-            let m = json_object(&req.body)?;
-            Ok(Command::PutMetric(m.into_iter().collect()))
-        }
+        Route::Env => body::env(&req.body).map(Command::PutEnv),
+        Route::Metric => body::metric(&req.body, known_metric).map(Command::PutMetric),
         Route::Reload => Ok(Command::Reload),
         Route::Maintenance(on) => Ok(Command::Maintenance(on)),
-        Route::Signal(job) => {
-            let signal = match serde_json::from_slice::<serde_json::Value>(&req.body) {
-                Ok(v) => match v.get("signal").and_then(|s| s.as_str()) {
-                    Some(s) => s.to_string(),
-                    None => return Err(bad(400, "body must be {\"signal\": \"SIGNAME\"}")),
-                },
-                Err(e) => return Err(bad(400, &format!("invalid JSON: {e}"))),
-            };
-            Ok(Command::Signal {
-                job: job.to_string(),
-                signal,
-            })
-        }
+        Route::Signal(job) => Ok(Command::Signal {
+            job: job.to_string(),
+            signal: body::signal(&req.body)?,
+        }),
     }
 }
 
@@ -208,6 +161,21 @@ mod tests {
         }
     }
 
+    /// Parses with one configured metric, `m`.
+    fn p(r: &Request) -> Result<Command, Response> {
+        parse(r, &|k| k == "m")
+    }
+
+    fn env_pairs(c: Command) -> Vec<(String, Option<String>)> {
+        match c {
+            Command::PutEnv(u) => u
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            other => panic!("expected PutEnv, got {other:?}"),
+        }
+    }
+
     fn err(r: Result<Command, Response>) -> (u16, String) {
         match r {
             Err(resp) => (
@@ -221,82 +189,83 @@ mod tests {
     #[test]
     fn environ_accepts_both_paths_and_unsets_with_null_or_empty() {
         for path in ["/v3/environ", "/v3/env"] {
-            let c = parse(&req("POST", path, r#"{"A":"1","B":null,"C":"","D":"x=y"}"#)).unwrap();
+            let c = p(&req("POST", path, r#"{"A":"1","B":null,"C":"","D":"x=y"}"#)).unwrap();
             assert_eq!(
-                c,
-                Command::PutEnv(vec![
+                env_pairs(c),
+                [
                     ("A".into(), Some("1".into())),
                     ("B".into(), None),
                     ("C".into(), None),
                     ("D".into(), Some("x=y".into())),
-                ])
+                ]
             );
         }
         // the string "null" is a value like any other
         assert_eq!(
-            parse(&req("POST", "/v3/environ", r#"{"A":"null"}"#)).unwrap(),
-            Command::PutEnv(vec![("A".into(), Some("null".into()))])
+            env_pairs(p(&req("POST", "/v3/environ", r#"{"A":"null"}"#)).unwrap()),
+            [("A".into(), Some("null".into()))]
         );
     }
 
     #[test]
     fn environ_rejects_bad_keys_and_values() {
-        let (s, b) = err(parse(&req(
-            "POST",
-            "/v3/environ",
-            r#"{"OK":"1","1BAD":"x"}"#,
-        )));
+        let (s, b) = err(p(&req("POST", "/v3/environ", r#"{"OK":"1","1BAD":"x"}"#)));
         assert_eq!(s, 400);
         assert!(b.contains("\"1BAD\""), "{b}");
-        assert_eq!(err(parse(&req("POST", "/v3/environ", r#"{"A":1}"#))).0, 422);
-        assert_eq!(err(parse(&req("POST", "/v3/environ", "not json"))).0, 422);
-        assert_eq!(err(parse(&req("POST", "/v3/environ", "[1]"))).0, 422);
+        assert_eq!(err(p(&req("POST", "/v3/environ", r#"{"A":1}"#))).0, 422);
+        assert_eq!(err(p(&req("POST", "/v3/environ", "not json"))).0, 422);
+        assert_eq!(err(p(&req("POST", "/v3/environ", "[1]"))).0, 422);
         assert_eq!(
-            err(parse(&req("GET", "/v3/environ", ""))),
+            err(p(&req("GET", "/v3/environ", ""))),
             (405, "Method Not Allowed\n".into())
         );
     }
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(parse(&req("GET", "/v3/ping", "")).unwrap(), Command::Ping);
-        assert_eq!(parse(&req("POST", "/v3/ping", "")).unwrap(), Command::Ping);
+        assert_eq!(p(&req("GET", "/v3/ping", "")).unwrap(), Command::Ping);
+        assert_eq!(p(&req("POST", "/v3/ping", "")).unwrap(), Command::Ping);
+        assert_eq!(p(&req("POST", "/v3/reload", "")).unwrap(), Command::Reload);
         assert_eq!(
-            parse(&req("POST", "/v3/reload", "")).unwrap(),
-            Command::Reload
-        );
-        assert_eq!(
-            parse(&req("POST", "/v3/maintenance/enable", "garbage")).unwrap(),
+            p(&req("POST", "/v3/maintenance/enable", "garbage")).unwrap(),
             Command::Maintenance(true)
         );
         assert_eq!(
-            parse(&req("POST", "/v3/maintenance/disable", "")).unwrap(),
+            p(&req("POST", "/v3/maintenance/disable", "")).unwrap(),
             Command::Maintenance(false)
         );
+        assert_eq!(p(&req("GET", "/v3/status", "")).unwrap(), Command::Status);
+        assert_eq!(err(p(&req("POST", "/v3/status", ""))).0, 405);
+        assert_eq!(err(p(&req("GET", "/v3/reload", ""))).0, 405);
         assert_eq!(
-            parse(&req("GET", "/v3/status", "")).unwrap(),
-            Command::Status
-        );
-        assert_eq!(err(parse(&req("POST", "/v3/status", ""))).0, 405);
-        assert_eq!(err(parse(&req("GET", "/v3/reload", ""))).0, 405);
-        assert_eq!(
-            err(parse(&req("GET", "/nope", ""))),
+            err(p(&req("GET", "/nope", ""))),
             (404, "404 page not found\n".into())
         );
         assert_eq!(
-            parse(&req("POST", "/v3/signal/app", r#"{"signal":"SIGHUP"}"#)).unwrap(),
+            p(&req("POST", "/v3/signal/app", r#"{"signal":"SIGHUP"}"#)).unwrap(),
             Command::Signal {
                 job: "app".into(),
                 signal: "SIGHUP".into()
             }
         );
-        assert_eq!(err(parse(&req("POST", "/v3/signal/app", "{}"))).0, 400);
-        assert_eq!(err(parse(&req("POST", "/v3/metric", "{"))).0, 422);
+        assert_eq!(err(p(&req("POST", "/v3/signal/app", "{}"))).0, 400);
+        assert_eq!(err(p(&req("POST", "/v3/metric", "{"))).0, 422);
+        assert_eq!(
+            p(&req("POST", "/v3/metric", r#"{"m": 2}"#)).unwrap(),
+            Command::PutMetric(vec![("m".into(), serde_json::json!(2))])
+        );
+        assert_eq!(
+            err(p(&req("POST", "/v3/metric", r#"{"m": 2, "x": 1}"#))),
+            (400, "unknown metric \"x\"\n".into())
+        );
     }
 
     #[test]
     fn body_rules_follow_the_routes() {
-        assert_eq!(body_rule("POST", "/v3/environ"), BodyRule::Keep(MAX_BODY));
+        assert_eq!(
+            body_rule("POST", "/v3/environ"),
+            BodyRule::Keep(ENV_MAX_BODY)
+        );
         assert_eq!(body_rule("POST", "/v3/metric"), BodyRule::Keep(MAX_BODY));
         assert_eq!(
             body_rule("POST", "/v3/signal/app"),
@@ -305,16 +274,16 @@ mod tests {
         assert_eq!(body_rule("POST", "/v3/reload"), BodyRule::Discard(MAX_BODY));
         assert_eq!(body_rule("PUT", "/v3/ping"), BodyRule::Discard(MAX_BODY));
         // Whatever is refused here, `parse` answers with 404/405 without a body.
-        for (m, p) in [
+        for (m, path) in [
             ("GET", "/v3/environ"),
             ("PUT", "/v3/metric"),
             ("POST", "/v3/status"),
             ("POST", "/v3/signal/"),
             ("POST", "/nope"),
         ] {
-            assert_eq!(body_rule(m, p), BodyRule::Refuse, "{m} {p}");
-            let (status, _) = err(parse(&req(m, p, "")));
-            assert!(matches!(status, 404 | 405), "{m} {p}: {status}");
+            assert_eq!(body_rule(m, path), BodyRule::Refuse, "{m} {path}");
+            let (status, _) = err(p(&req(m, path, "")));
+            assert!(matches!(status, 404 | 405), "{m} {path}: {status}");
         }
     }
 

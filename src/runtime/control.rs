@@ -110,7 +110,9 @@ impl Runtime {
 
     fn route_control(&mut self, req: Request) -> Response {
         let label = control::path_label(&req.path);
-        let resp = match control::parse(&req) {
+        let metrics = &self.metrics;
+        let parsed = control::parse(&req, &|k| metrics.knows(k));
+        let resp = match parsed {
             Ok(cmd) => self.apply(cmd),
             Err(resp) => resp,
         };
@@ -142,14 +144,14 @@ impl Runtime {
         match cmd {
             Command::Ping => Response::text(200, "ok"),
             Command::Status => Response::json(200, self.status_json()),
-            Command::PutEnv(pairs) => {
-                for (k, v) in pairs {
+            Command::PutEnv(update) => {
+                for (k, v) in update.iter() {
                     match v {
                         Some(v) => {
-                            self.env.insert(k, v);
+                            self.env.insert(k.to_string(), v.to_string());
                         }
                         None => {
-                            self.env.remove(&k);
+                            self.env.remove(k);
                         }
                     }
                 }

@@ -294,7 +294,15 @@ impl Server {
                 token,
                 Client {
                     stream,
-                    conn: Conn::with_rules(Limits::default(), self.gate, self.budget.clone()),
+                    conn: Conn::with_rules(
+                        // The gate sets each route's body limit.
+                        Limits {
+                            max_body: usize::MAX,
+                            ..Limits::default()
+                        },
+                        self.gate,
+                        self.budget.clone(),
+                    ),
                     last: now,
                     paused: true, // read at once: data may have arrived before registration
                     busy_since: None,

@@ -403,6 +403,11 @@ impl Metrics {
             .or_else(|| self.user.iter().find(|m| m.legacy_name == key))
     }
 
+    /// Whether `key` names a configured metric (Prometheus or legacy name).
+    pub fn knows(&self, key: &str) -> bool {
+        self.find(key).is_some()
+    }
+
     /// Applies a whole `/v3/metric` request, or nothing of it (SPEC §2.6).
     pub fn apply(&mut self, updates: &[(String, serde_json::Value)]) -> Result<(), MetricError> {
         let mut planned: Vec<(&UserValue, f64)> = Vec::with_capacity(updates.len());

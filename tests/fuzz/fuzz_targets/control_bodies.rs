@@ -1,6 +1,7 @@
 //! Bodies of the control plane's write endpoints. The first input byte picks the
 //! route; the rest is the body.
 //! Checked: no panic; accepted env updates carry valid names and no empty values;
+//! a metric update names only configured metrics (the parse stops at the first other);
 //! metric updates feed a fixed set of user metrics (one of each kind) and a rejected
 //! update leaves every exposed value unchanged (all-or-nothing).
 #![no_main]
@@ -65,28 +66,37 @@ fuzz_target!(|data: &[u8]| {
         body_refused: false,
         keep_alive: true,
     };
-    match control::parse(&req) {
-        Ok(Command::PutEnv(pairs)) => {
-            for (k, v) in &pairs {
+    // The names the fixed metric list knows, as the daemon would ask.
+    let known =
+        |k: &str| METRICS.with(|cell| cell.borrow().as_ref().is_some_and(|m| m.knows(k)));
+    match control::parse(&req, &known) {
+        Ok(Command::PutEnv(update)) => {
+            for (k, v) in update.iter() {
                 assert!(valid_env_key(k), "accepted env name {k:?}");
-                assert!(v.as_deref() != Some(""), "empty value for {k:?} must unset");
+                assert!(v != Some(""), "empty value for {k:?} must unset");
             }
         }
-        Ok(Command::PutMetric(updates)) => METRICS.with(|cell| {
-            let mut guard = cell.borrow_mut();
-            let Some(m) = guard.as_mut() else {
-                panic!("fixed metric list was rejected");
-            };
-            let before = user_values(m);
-            if let Err(e) = m.apply(&updates) {
-                let _ = e.to_string();
-                assert_eq!(
-                    user_values(m),
-                    before,
-                    "rejected update {updates:?} changed metric values"
-                );
-            }
-        }),
+        Ok(Command::PutMetric(updates)) => {
+            assert!(
+                updates.iter().all(|(k, _)| known(k)),
+                "an unknown metric name got through: {updates:?}"
+            );
+            METRICS.with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let Some(m) = guard.as_mut() else {
+                    panic!("fixed metric list was rejected");
+                };
+                let before = user_values(m);
+                if let Err(e) = m.apply(&updates) {
+                    let _ = e.to_string();
+                    assert_eq!(
+                        user_values(m),
+                        before,
+                        "rejected update {updates:?} changed metric values"
+                    );
+                }
+            })
+        }
         Ok(Command::Signal { job, signal }) => {
             assert_eq!(job, "app");
             let _ = control::parse_signal(&signal);
@@ -94,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(other) => panic!("{} parsed as {other:?}", req.path),
         Err(resp) => {
             assert!(
-                matches!(resp.status, 400 | 404 | 405 | 422),
+                matches!(resp.status, 400 | 404 | 405 | 413 | 422),
                 "unexpected status {}",
                 resp.status
             );
