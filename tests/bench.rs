@@ -8,6 +8,7 @@
 
 mod common;
 mod ns;
+mod watchbench;
 use common::*;
 use ns::*;
 use std::path::{Path, PathBuf};
@@ -300,6 +301,8 @@ fn performance_table() {
     }
     let dir = TempDir::new("bench");
     let helper = build_helper(&dir.0);
+    // Idle watches count their catalog requests while the other rows run.
+    let idle_watches = watchbench::IdleWatches::start();
     let mut b = Bench { dir, helper, n: 0 };
     let h = b.h();
     let (tini, dumb) = peers();
@@ -591,6 +594,10 @@ fn performance_table() {
     }
     eprintln!("heartbeats done");
 
+    rows.push(watchbench::latency_row(&h));
+    rows.push(idle_watches.finish());
+    eprintln!("watches done");
+
     let names: Vec<String> = [&tini, &dumb]
         .iter()
         .zip(["tini", "dumb-init"])
@@ -609,6 +616,27 @@ fn performance_table() {
     );
     println!("|---|---|---|---|---|");
     for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
+/// Only the watch rows (`cargo test --release --test bench -- --ignored
+/// watch_rows --nocapture`): about 6 minutes.
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn watch_rows() {
+    let dir = TempDir::new("bench-watch-rows");
+    let helper = ns::build_helper(&dir.0);
+    let idle = watchbench::IdleWatches::start();
+    let latency = watchbench::latency_row(&helper.display().to_string());
+    let idle = idle.finish();
+    println!("\nMeasured {} with `make bench`.\n", machine());
+    println!(
+        "| measurement | containerpilot {} | | | target |",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("|---|---|---|---|---|");
+    for r in [latency, idle] {
         println!("| {} |", r.join(" | "));
     }
 }
