@@ -506,7 +506,13 @@ fn refused_bodies_are_answered_before_they_are_sent() {
         ),
         (
             &unix,
-            "POST /v3/env HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n".to_string(),
+            "POST /v3/metric HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n".to_string(),
+            "HTTP/1.1 413 ",
+        ),
+        // up to 1.25 MiB may come for /v3/env (a null counts as "")
+        (
+            &unix,
+            "POST /v3/env HTTP/1.1\r\nContent-Length: 1310721\r\n\r\n".to_string(),
             "HTTP/1.1 413 ",
         ),
     ] {
@@ -539,6 +545,39 @@ fn refused_bodies_are_answered_before_they_are_sent() {
         out.starts_with("HTTP/1.1 200 ") && out.ends_with("\r\n\r\nok"),
         "{out}"
     );
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
+/// A whole request already queued in the socket when the daemon first reads it:
+/// the daemon must keep reading without a new readiness event (edge-triggered),
+/// also when its head buffer filled up before the head was parsed.
+#[test]
+fn a_request_queued_whole_in_the_socket_is_read_to_the_end() {
+    let d = TempDir::new("queued");
+    let (_sweep, mut cp) = start(&d, "");
+    let mut body = b"{\"Q\":\"".to_vec();
+    body.resize(150_000, b'q');
+    body.extend_from_slice(b"\"}");
+    let head = format!(
+        "POST /v3/environ HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    for _ in 0..3 {
+        let mut p = Peer::connect(&Target::Unix(d.socket())).expect("connect");
+        std::thread::sleep(100 * MS); // accepted and registered
+        cp.signal(libc::SIGSTOP);
+        p.set_timeout(5 * SEC);
+        let sent = p
+            .write_all(head.as_bytes())
+            .and_then(|_| p.write_all(&body));
+        cp.signal(libc::SIGCONT);
+        sent.expect("the request fits in the socket buffer");
+        let mut out = Vec::new();
+        let _ = p.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200 "), "answer: {out:?}");
+    }
     let (st, _) = cp.stop();
     assert_eq!(st.and_then(|s| s.code()), Some(0));
 }
@@ -797,10 +836,21 @@ fn emfile_without_clients_to_evict_retries_on_a_timer() {
     let (_sweep, mut cp) = start(&d, "");
     let pid = cp.pid();
     // new descriptors take the lowest free number: a limit at it leaves none
-    let open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fd dir")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .collect();
+    // (once the start-up ping's connection is gone)
+    let fds = || -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut open = fds();
+    while {
+        std::thread::sleep(300 * MS);
+        let now = fds();
+        std::mem::replace(&mut open, now) != open
+    } {}
     let lowest_free = (0..).find(|n| !open.contains(n)).expect("a free number");
     set_nofile(pid, lowest_free);
     let sock = d.socket();

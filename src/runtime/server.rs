@@ -367,9 +367,6 @@ impl Server {
         }
         let before = c.conn.activity();
         let outcome = c.conn.read_from(&mut c.stream);
-        // A full input buffer waits for the peer to read our responses (a
-        // writable event), not for another turn of the loop.
-        c.paused = outcome == ReadOutcome::Paused && !c.conn.input_full();
         while let Some(r) = c.conn.next_request() {
             let resp = match r {
                 Ok(req) => route(req),
@@ -377,6 +374,11 @@ impl Server {
             };
             c.conn.respond(resp);
         }
+        // Data is left in the socket: read again next turn (edge-triggered, no
+        // new event would come for it) unless the input buffer is still full
+        // after handling requests, which waits for the peer to read our
+        // responses (a writable event).
+        c.paused = outcome == ReadOutcome::Paused && !c.conn.input_full();
         let mut broken = false;
         if c.conn.wants_write() && c.conn.write_to(&mut c.stream).is_err() {
             broken = true;
