@@ -6,13 +6,16 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod cron;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod logging;
 pub mod process;
 pub mod runtime;
 pub mod telemetry;
+pub mod users;
 pub mod watches;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
