@@ -26,6 +26,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }
         Command::Template { out } => template(cli.config.as_deref(), out.as_deref(), &env),
         Command::Validate => validate(cli.config.as_deref(), &env),
+        Command::Graph => graph(cli.config.as_deref(), &env),
         Command::Convert => convert(cli.config.as_deref(), &env),
         Command::Run => {
             // Until the loop's handlers are installed, a SIGTERM would kill us with
@@ -171,6 +172,23 @@ fn validate(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
             for line in e.to_string().lines() {
                 eprintln!("{line}");
             }
+            1
+        }
+    }
+}
+
+/// `-graph`: the dependency graph of a valid config, as DOT on stdout.
+fn graph(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
+    match config_path(path).and_then(|p| config::load(p, env)) {
+        Ok(cfg) => {
+            print!("{}", crate::graph::dot(&cfg));
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "containerpilot: {}",
+                e.to_string().replace('\n', "\ncontainerpilot: ")
+            );
             1
         }
     }

@@ -16,6 +16,8 @@ pub enum Command {
         out: Option<String>,
     },
     Validate,
+    /// Print the job/watch dependency graph in Graphviz DOT.
+    Graph,
     /// Print a 2.x config as an equivalent 3.x config.
     Convert,
     Reload,
@@ -66,6 +68,8 @@ pub const USAGE: &str = "Usage of containerpilot:
         file path where to save rendered JSON config file (\"-\" or empty = stdout)
   -validate (alias -check)
         load, render and validate the config, print every error found
+  -graph
+        print the job and watch dependency graph (Graphviz DOT) and quit
   -version
         show version identifier and quit
   -reload
@@ -100,6 +104,7 @@ struct Raw {
     out: Option<String>,
     version: bool,
     validate: bool,
+    graph: bool,
     help: bool,
     reload: bool,
     maintenance: Option<String>,
@@ -208,6 +213,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
             "template" => raw.template = bool_flag(inline)?,
             "version" => raw.version = bool_flag(inline)?,
             "validate" | "check" => raw.validate = bool_flag(inline)?,
+            "graph" => raw.graph = bool_flag(inline)?,
             "help" | "h" => raw.help = bool_flag(inline)?,
             "reload" => raw.reload = bool_flag(inline)?,
             "ping" => raw.ping = bool_flag(inline)?,
@@ -234,6 +240,8 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
         Command::Template { out: raw.out }
     } else if raw.validate {
         Command::Validate
+    } else if raw.graph {
+        Command::Graph
     } else if raw.convert {
         Command::Convert
     } else if raw.reload {
@@ -372,6 +380,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(p(&["-check"]).unwrap().command, Command::Validate);
+        assert_eq!(p(&["-graph"]).unwrap().command, Command::Graph);
     }
 
     #[test]

@@ -29,22 +29,31 @@ pub enum EventCode {
 impl EventCode {
     /// The name accepted in `when.once` / `when.each` (case-sensitive, as 3.8).
     pub fn from_config_name(s: &str) -> Option<EventCode> {
-        Some(match s {
-            "startup" => EventCode::Startup,
-            "shutdown" => EventCode::Shutdown,
-            "exitSuccess" => EventCode::ExitSuccess,
-            "exitFailed" => EventCode::ExitFailed,
-            "error" => EventCode::Error,
-            "stopping" => EventCode::Stopping,
-            "stopped" => EventCode::Stopped,
-            "healthy" => EventCode::StatusHealthy,
-            "unhealthy" => EventCode::StatusUnhealthy,
-            "changed" => EventCode::StatusChanged,
-            "timerExpired" => EventCode::TimerExpired,
-            "enterMaintenance" => EventCode::EnterMaintenance,
-            "exitMaintenance" => EventCode::ExitMaintenance,
-            _ => return None,
-        })
+        if s.is_empty() {
+            return None;
+        }
+        CONFIG_CODES.into_iter().find(|c| c.config_name() == s)
+    }
+
+    /// The `when.once`/`when.each` name (`healthy`, `exitSuccess`, ...); empty
+    /// for codes no config can name.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            EventCode::Startup => "startup",
+            EventCode::Shutdown => "shutdown",
+            EventCode::ExitSuccess => "exitSuccess",
+            EventCode::ExitFailed => "exitFailed",
+            EventCode::Error => "error",
+            EventCode::Stopping => "stopping",
+            EventCode::Stopped => "stopped",
+            EventCode::StatusHealthy => "healthy",
+            EventCode::StatusUnhealthy => "unhealthy",
+            EventCode::StatusChanged => "changed",
+            EventCode::TimerExpired => "timerExpired",
+            EventCode::EnterMaintenance => "enterMaintenance",
+            EventCode::ExitMaintenance => "exitMaintenance",
+            EventCode::None | EventCode::Signal | EventCode::Metric | EventCode::Quit => "",
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -77,6 +86,23 @@ impl fmt::Display for EventCode {
 }
 
 pub const GLOBAL: &str = "global";
+
+/// The codes a config can name in `once`/`each`.
+const CONFIG_CODES: [EventCode; 13] = [
+    EventCode::Startup,
+    EventCode::Shutdown,
+    EventCode::ExitSuccess,
+    EventCode::ExitFailed,
+    EventCode::Error,
+    EventCode::Stopping,
+    EventCode::Stopped,
+    EventCode::StatusHealthy,
+    EventCode::StatusUnhealthy,
+    EventCode::StatusChanged,
+    EventCode::TimerExpired,
+    EventCode::EnterMaintenance,
+    EventCode::ExitMaintenance,
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Event {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod cron;
 pub mod events;
+pub mod graph;
 pub mod health;
 pub mod http;
 pub mod jobs;

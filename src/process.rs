@@ -8,6 +8,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use crate::users::Identity;
+
 pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<OwnedFd>,
@@ -27,11 +29,14 @@ impl std::error::Error for SpawnError {}
 
 /// Start `argv` in a new process group with stdin from /dev/null and exactly `env`.
 /// With `raw`, the child writes straight to our stdout/stderr; otherwise both
-/// streams come back as non-blocking pipes.
+/// streams come back as non-blocking pipes. With `user`, the child runs with
+/// that uid, gid and supplementary groups, and `HOME` (and `USER`/`LOGNAME`
+/// when the user has a name) from its passwd entry.
 pub fn spawn(
     argv: &[String],
     env: &BTreeMap<String, String>,
     raw: bool,
+    user: Option<&Identity>,
 ) -> Result<Spawned, SpawnError> {
     let Some(prog) = argv.first() else {
         return Err(SpawnError("received zero-length argument".into()));
@@ -42,6 +47,9 @@ pub fn spawn(
         .envs(env)
         .stdin(empty_stdin()?)
         .process_group(0);
+    if let Some(id) = user {
+        switch_user(&mut cmd, id);
+    }
     if raw {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     } else {
@@ -61,6 +69,32 @@ pub fn spawn(
         stdout,
         stderr,
     })
+}
+
+/// Drop to `id` in the child between fork and exec. Done by hand because the
+/// standard library cannot set supplementary groups, and groups must be set
+/// while the child is still root.
+fn switch_user(cmd: &mut Command, id: &Identity) {
+    cmd.env("HOME", id.home.as_deref().unwrap_or("/"));
+    if let Some(name) = &id.name {
+        cmd.env("USER", name).env("LOGNAME", name);
+    }
+    let groups: Vec<libc::gid_t> = id.groups.clone();
+    let (uid, gid) = (id.uid, id.gid);
+    // SAFETY: the closure runs in the forked child and only makes the
+    // async-signal-safe calls setgroups, setgid and setuid on data prepared
+    // before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// stdin for a job: /dev/null, or, in a root without /dev (a bare scratch
@@ -276,16 +310,44 @@ mod tests {
     }
 
     #[test]
+    fn spawn_as_another_user() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let id = Identity {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534, 4242],
+            name: Some("nobody".into()),
+            home: None,
+        };
+        let mut env = BTreeMap::new();
+        env.insert("PATH".to_string(), "/usr/bin:/bin".to_string());
+        env.insert("HOME".to_string(), "/root".to_string());
+        let argv: Vec<String> = ["sh", "-c", "echo $(id -u) $(id -g) $(id -G) $HOME $USER"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let sp = spawn(&argv, &env, false, Some(&id)).unwrap();
+        // The line fits the pipe, so the child exits before we read.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(sp.pid), None);
+        let mut out = String::new();
+        let mut f = std::fs::File::from(sp.stdout.unwrap());
+        let _ = std::io::Read::read_to_string(&mut f, &mut out);
+        assert_eq!(out.trim(), "65534 65534 65534 4242 / nobody");
+    }
+
+    #[test]
     fn spawn_reports_missing_binaries_like_go() {
         let env = BTreeMap::new();
-        let e = spawn(&["/nonexistent/x".into()], &env, false)
+        let e = spawn(&["/nonexistent/x".into()], &env, false, None)
             .err()
             .map(|e| e.0);
         assert_eq!(
             e.as_deref(),
             Some("fork/exec /nonexistent/x: no such file or directory")
         );
-        let e = spawn(&["no-such-prog-xyz".into()], &env, false)
+        let e = spawn(&["no-such-prog-xyz".into()], &env, false, None)
             .err()
             .map(|e| e.0);
         assert_eq!(

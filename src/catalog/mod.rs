@@ -22,7 +22,7 @@ pub mod base64;
 pub mod consul;
 pub mod etcd;
 mod lanes;
-mod tls;
+pub(crate) mod tls;
 mod worker;
 
 use crate::config::types::{CheckStatus, Config, ConsulConfig, JobConfig};
@@ -494,6 +494,7 @@ mod tests {
             consul: None,
             health: Some(HealthConfig {
                 exec: Some(vec!["/bin/check".to_string()]),
+                native: None,
                 interval: Duration::from_secs(5),
                 ttl: 10,
                 timeout: Duration::from_secs(5),

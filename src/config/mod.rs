@@ -175,8 +175,30 @@ fn parse_rendered_with(
         if let Some(args) = main {
             add_main_job(&mut cfg, args, app.name.as_deref().unwrap_or("app"))?;
         }
+        check_dependencies(&root, &cfg)?;
         Ok(cfg)
     })
+}
+
+/// Sources that name nothing and jobs that wait on each other forever are
+/// config errors (issue 19): a typo must not hang a container silently.
+fn check_dependencies(root: &json5::Spanned, cfg: &Config) -> Result<(), LoadError> {
+    let errors: Vec<decode::ConfigError> = crate::graph::check(cfg)
+        .into_iter()
+        .map(|p| {
+            let (path, line) = decode::source_site(root, p.line, &p.job);
+            decode::ConfigError {
+                path,
+                line: Some(line),
+                msg: p.msg,
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
 }
 
 /// A 3.x config with a trailing application (our extension, 3.x issue #526): the

@@ -205,18 +205,29 @@ impl SignalName {
 pub enum Trigger {
     /// No `when`: start once on `startup` from `global`.
     Startup,
-    /// `once`/`each` on an event from `source`. `each` = unlimited starts.
+    /// `once`/`each` on an event from every one of `sources` (all-of; one
+    /// source is the 3.8 case). `each` = unlimited starts; with several sources
+    /// each start needs a fresh event from all of them (see `jobs`).
     Event {
         code: EventCode,
-        source: String,
+        sources: Vec<String>,
         each: bool,
     },
+    /// `when.cron`: start at every matching minute of the local wall clock.
+    Cron(CronTrigger),
     /// `when.interval`: start at startup and again every tick.
     Interval(Duration),
     /// `source: "SIGHUP"|"SIGUSR2"`: start on every such signal.
     Signal(SignalName),
     /// `when: {}` or a `source` with neither once nor each: never starts (3.8).
     Never,
+}
+
+/// A cron schedule and the zone (from `TZ`) its fields are read in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CronTrigger {
+    pub schedule: crate::cron::Schedule,
+    pub zone: std::sync::Arc<crate::cron::Zone>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,7 +243,7 @@ impl WhenConfig {
         WhenConfig {
             trigger: Trigger::Event {
                 code,
-                source: source.to_string(),
+                sources: vec![source.to_string()],
                 each,
             },
             timeout: None,
@@ -251,8 +262,11 @@ impl Default for WhenConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// `None`: no check process; an advertised job then heartbeats unconditionally.
+    /// `None` (and no `native`): no check; an advertised job then heartbeats
+    /// unconditionally.
     pub exec: Option<Vec<String>>,
+    /// `http`/`tcp`: probed in the loop, no process (exclusive with `exec`).
+    pub native: Option<crate::health::Target>,
     pub interval: Duration,
     /// TTL in whole seconds, as sent to Consul (`"<ttl>s"`).
     pub ttl: u32,
@@ -287,6 +301,8 @@ pub struct JobConfig {
     /// Run timeout; interval jobs default to the interval.
     pub timeout: Option<Duration>,
     pub restarts: Restarts,
+    /// `user`/`group`: who `exec` and `health.exec` run as (`None` = as we do).
+    pub user: Option<crate::users::Identity>,
     /// Bound on waiting for this job's stop hook (SPEC §2.2); `None` = top-level value.
     pub stop_timeout: Option<Duration>,
     pub raw: bool,
@@ -315,6 +331,7 @@ impl JobConfig {
             when: WhenConfig::default(),
             timeout: None,
             restarts: Restarts::Count(0),
+            user: None,
             stop_timeout: None,
             raw: false,
             always_healthy: false,

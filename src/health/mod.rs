@@ -6,7 +6,7 @@
 
 mod exchange;
 
-pub use exchange::{Exchange, Outcome};
+pub use exchange::{short_error, Exchange, Outcome};
 
 use crate::config::types::TlsConfig;
 use std::fmt;
@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 /// What a native check probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    Http(HttpTarget),
+    Http(Box<HttpTarget>),
     Tcp(TcpTarget),
 }
 
@@ -241,7 +241,7 @@ pub fn check_header(name: &str, value: &str) -> Result<(), TargetError> {
 pub fn tls_client_config(
     t: &TlsConfig,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, TargetError> {
-    crate::catalog::consul::tls::client_config(t).map_err(|e| TargetError(e.to_string()))
+    crate::catalog::tls::client_config(t).map_err(|e| TargetError(e.to_string()))
 }
 
 /// The name rustls checks the certificate against: `tls.servername`, else the

@@ -9,7 +9,7 @@ mod tests;
 
 pub use backoff::Backoff;
 
-use crate::config::types::{CheckStatus, JobConfig, Restarts, SignalName, Trigger};
+use crate::config::types::{CheckStatus, CronTrigger, JobConfig, Restarts, SignalName, Trigger};
 use crate::events::{Event, EventCode, GLOBAL};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -35,12 +35,18 @@ pub enum JobTimer {
     StopHook,
     /// The job's processes got SIGTERM this long ago and are still there: SIGKILL.
     Kill,
+    /// The next `when.cron` minute (re-armed at most an hour ahead, so the
+    /// wall clock is checked again before firing).
+    Cron,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Publish(Event),
+    /// Run the exec, or the health check (a process, or a native probe).
     Spawn(ProcKind),
+    /// Abandon the native probe in flight (the job is ending).
+    StopProbe,
     /// SIGTERM to the process group of the running process of that kind.
     Terminate(ProcKind),
     /// SIGKILL to the process group of the running process of that kind.
@@ -126,13 +132,18 @@ pub struct World<'a> {
     pub completed: &'a HashSet<String>,
     /// Top-level stopTimeout, the default bound on waiting for a stop hook.
     pub stop_timeout: Duration,
+    /// The wall clock (ms since the Unix epoch), for cron schedules.
+    pub wall_ms: i64,
 }
 
 #[derive(Debug)]
 pub struct Job {
     pub cfg: JobConfig,
     pub status: Status,
+    /// The global event that starts a job without `when` or with an interval.
     start_event: Option<Event>,
+    /// Which of `when.source` have sent the event in the current round.
+    arrived: Vec<bool>,
     starts_remain: Budget,
     pub restarts_remain: Budget,
     listening: bool,
@@ -141,6 +152,12 @@ pub struct Job {
     hook: Option<String>,
     pub exec_pid: Option<i32>,
     pub check_pid: Option<i32>,
+    /// A native health probe is in flight.
+    probe_running: bool,
+    /// Unix seconds of the next cron run, and the local wall time of the
+    /// last one (so a repeated DST hour does not run twice).
+    pub next_run: Option<i64>,
+    last_cron_local: Option<i64>,
     /// Starts that arrived while the exec was still running (never two runs at once).
     queued_starts: u32,
     started_at: Option<Instant>,
@@ -149,9 +166,12 @@ pub struct Job {
     restart_pending: bool,
     /// Registered at least once with `initial_status` (or by a heartbeat).
     pub was_started: bool,
-    /// Our `when.source` names a job of the current config.
+    /// Every `when.source` names a job of the current config.
     source_exists: bool,
 }
+
+/// Longest a cron timer sleeps before it looks at the wall clock again.
+const CRON_RESYNC: Duration = Duration::from_secs(3600);
 
 const MAX_QUEUED_STARTS: u32 = 1000;
 
@@ -160,7 +180,7 @@ const MAX_QUEUED_STARTS: u32 = 1000;
 pub fn hook_for(name: &str, all: &[JobConfig]) -> Option<String> {
     all.iter()
         .filter(|o| {
-            matches!(&o.when.trigger, Trigger::Event { code: EventCode::Stopping, source, .. } if source == name)
+            matches!(&o.when.trigger, Trigger::Event { code: EventCode::Stopping, sources, .. } if sources.iter().any(|s| s == name))
                 && o.name != name
                 && o.exec.is_some()
         })
@@ -170,7 +190,9 @@ pub fn hook_for(name: &str, all: &[JobConfig]) -> Option<String> {
 
 fn source_in(cfg: &JobConfig, all: &[JobConfig]) -> bool {
     match &cfg.when.trigger {
-        Trigger::Event { source, .. } => all.iter().any(|o| o.name == *source),
+        Trigger::Event { sources, .. } => sources
+            .iter()
+            .all(|source| all.iter().any(|o| o.name == *source)),
         _ => false,
     }
 }
@@ -183,19 +205,14 @@ impl Job {
         let (start_event, starts) = match &cfg.when.trigger {
             Trigger::Startup => (Some(Event::global(EventCode::Startup)), Budget::Left(1)),
             Trigger::Interval(_) => (Some(Event::global(EventCode::Startup)), Budget::Left(1)),
-            Trigger::Event { code, source, each } => (
-                Some(Event::new(*code, source.clone())),
-                if *each {
-                    Budget::Unlimited
-                } else {
-                    Budget::Left(1)
-                },
-            ),
-            Trigger::Signal(s) => (
-                Some(Event::new(EventCode::Signal, s.as_str())),
-                Budget::Unlimited,
-            ),
+            Trigger::Event { each: true, .. } => (None, Budget::Unlimited),
+            Trigger::Event { each: false, .. } => (None, Budget::Left(1)),
+            Trigger::Signal(_) | Trigger::Cron(_) => (None, Budget::Unlimited),
             Trigger::Never => (None, Budget::Left(1)),
+        };
+        let arrived = match &cfg.when.trigger {
+            Trigger::Event { sources, .. } => vec![false; sources.len()],
+            _ => Vec::new(),
         };
         let restarts = match cfg.restarts {
             Restarts::Unlimited => Budget::Unlimited,
@@ -210,6 +227,7 @@ impl Job {
             cfg,
             status,
             start_event,
+            arrived,
             starts_remain: starts,
             restarts_remain: restarts,
             listening: true,
@@ -217,6 +235,9 @@ impl Job {
             hook,
             exec_pid: None,
             check_pid: None,
+            probe_running: false,
+            next_run: None,
+            last_cron_local: None,
             queued_starts: 0,
             started_at: None,
             backoff: Backoff::default(),
@@ -238,11 +259,62 @@ impl Job {
         format!("check.{}", self.cfg.name)
     }
 
-    /// The `when.source` this job waits on (for `/status` DependsOn).
-    pub fn depends_on(&self) -> Option<&str> {
+    /// The `when.source`s this job depends on (for `/status` DependsOn).
+    pub fn depends_on(&self) -> Vec<&str> {
         match &self.cfg.when.trigger {
-            Trigger::Event { source, .. } if source != GLOBAL => Some(source),
-            _ => None,
+            Trigger::Event { sources, .. } => sources
+                .iter()
+                .filter(|s| *s != GLOBAL)
+                .map(String::as_str)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sources whose event has not come yet in the current round, while
+    /// the job still listens for its trigger (for `/status` WaitingFor).
+    pub fn waiting_for(&self) -> Vec<&str> {
+        match &self.cfg.when.trigger {
+            Trigger::Event { sources, .. } if self.listening && self.phase == Phase::Active => {
+                sources
+                    .iter()
+                    .zip(&self.arrived)
+                    .filter(|(_, a)| !**a)
+                    .map(|(s, _)| s.as_str())
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A check runs (a process or a native probe).
+    fn check_busy(&self) -> bool {
+        self.check_pid.is_some() || self.probe_running
+    }
+
+    /// Does this event complete the start trigger? Records one source's event
+    /// of an all-of trigger; when the last missing one arrives the round is
+    /// complete and the next round starts empty, so an `each` job needs a
+    /// fresh event from every source for each start.
+    fn trigger_fires(&mut self, ev: &Event) -> bool {
+        if let Some(start) = &self.start_event {
+            return start == ev;
+        }
+        let Trigger::Event { code, sources, .. } = &self.cfg.when.trigger else {
+            return false;
+        };
+        if ev.code != *code {
+            return false;
+        }
+        let Some(i) = sources.iter().position(|s| *s == ev.source) else {
+            return false;
+        };
+        self.arrived[i] = true;
+        if self.arrived.iter().all(|a| *a) {
+            self.arrived.fill(false);
+            true
+        } else {
+            false
         }
     }
 
@@ -258,8 +330,9 @@ impl Job {
 
     /// Called once when the run begins, before `Startup` is published: arm tickers
     /// and register with `initial_status`.
-    pub fn begin(&mut self) -> Vec<Action> {
+    pub fn begin(&mut self, world: &World) -> Vec<Action> {
         let mut out = Vec::new();
+        self.schedule_cron(world, None, &mut out);
         if let Trigger::Interval(every) = self.cfg.when.trigger {
             out.push(Action::Arm {
                 timer: JobTimer::Interval,
@@ -302,9 +375,13 @@ impl Job {
                 if matches!(self.status, Status::Idle | Status::Maintenance) {
                     return out;
                 }
-                let has_check = self.cfg.health.as_ref().is_some_and(|h| h.exec.is_some());
+                let has_check = self
+                    .cfg
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.exec.is_some() || h.native.is_some());
                 if has_check {
-                    if self.check_pid.is_none() {
+                    if !self.check_busy() {
                         out.push(Action::Spawn(ProcKind::Check));
                     } else {
                         out.push(Action::Log(
@@ -337,6 +414,26 @@ impl Job {
                 } else {
                     self.end(world, &mut out);
                 }
+            }
+            JobTimer::Cron => {
+                if self.phase != Phase::Active || !self.listening {
+                    return out;
+                }
+                let Some(due) = self.next_run else {
+                    return out;
+                };
+                if world.wall_ms < due.saturating_mul(1000) {
+                    // Woken early (a resync, or the clocks drifted): not yet.
+                    self.schedule_cron(world, Some(due), &mut out);
+                    return out;
+                }
+                if let Trigger::Cron(c) = &self.cfg.when.trigger {
+                    self.last_cron_local = Some(due + c.zone.offset_at(due) as i64);
+                }
+                self.next_run = None;
+                self.start(world, &mut out);
+                let after = due.max(world.wall_ms.div_euclid(1000));
+                self.schedule_cron(world, Some(after), &mut out);
             }
             JobTimer::Restart => {
                 if self.restart_pending && self.phase == Phase::Active {
@@ -423,9 +520,10 @@ impl Job {
                 // its event on the bus, so it is not "gone" for a hook that has
                 // not run yet.)
                 let trigger_pending = match &self.cfg.when.trigger {
-                    Trigger::Event { source, .. } => {
+                    Trigger::Event { sources, .. } => {
                         self.source_exists
-                            && !(world.completed.contains(source) && self.was_started)
+                            && !(self.was_started
+                                && sources.iter().any(|s| world.completed.contains(s)))
                     }
                     _ => false,
                 };
@@ -446,7 +544,7 @@ impl Job {
                 if self.cfg.is_advertised() {
                     out.push(Action::Deregister);
                 }
-                if self.start_event.as_ref() == Some(ev) {
+                if self.listening && self.trigger_fires(ev) {
                     self.on_start_event(world, &mut out);
                 }
             }
@@ -471,7 +569,7 @@ impl Job {
                         out.push(Action::Register(s));
                     }
                 }
-                if self.start_event.as_ref() == Some(ev) {
+                if self.listening && self.trigger_fires(ev) {
                     self.on_start_event(world, &mut out);
                 }
             }
@@ -498,7 +596,7 @@ impl Job {
                 }
             }
             _ => {
-                if self.listening && self.start_event.as_ref() == Some(ev) {
+                if self.listening && self.trigger_fires(ev) {
                     self.on_start_event(world, &mut out);
                 }
             }
@@ -583,6 +681,8 @@ impl Job {
         self.listening = false;
         self.queued_starts = 0;
         out.push(Action::Cancel(JobTimer::Interval));
+        out.push(Action::Cancel(JobTimer::Cron));
+        self.next_run = None;
         out.push(Action::Cancel(JobTimer::WaitTimeout));
         out.push(Action::Cancel(JobTimer::Restart));
         out.push(Action::Publish(Event::new(
@@ -613,6 +713,10 @@ impl Job {
         }
         if self.check_pid.is_some() {
             out.push(Action::Terminate(ProcKind::Check));
+        }
+        if self.probe_running {
+            self.probe_running = false;
+            out.push(Action::StopProbe);
         }
         if self.exec_pid.is_some() || self.check_pid.is_some() {
             self.phase = Phase::Terminating;
@@ -659,6 +763,59 @@ impl Job {
             ProcKind::Exec => self.exec_pid = Some(pid),
             ProcKind::Check => self.check_pid = Some(pid),
         }
+    }
+
+    /// The runtime started the native probe of our health check.
+    pub fn probe_started(&mut self) {
+        self.probe_running = true;
+    }
+
+    /// The native probe ended: a pass or a failure reason. It publishes what
+    /// an exec check's exit publishes, so both kinds of check look the same
+    /// to other jobs, to the heartbeat and to telemetry.
+    pub fn probe_done(&mut self, error: Option<String>, world: &World) -> Vec<Action> {
+        if !self.probe_running {
+            return Vec::new(); // stopped while the result was on its way
+        }
+        self.probe_running = false;
+        self.on_exit(ProcKind::Check, error, world)
+    }
+
+    /// Arm the cron timer for the pending run, or for the first matching minute
+    /// after `after` (Unix seconds; `None` = now), at most `CRON_RESYNC` ahead.
+    fn schedule_cron(&mut self, world: &World, after: Option<i64>, out: &mut Vec<Action>) {
+        let Trigger::Cron(CronTrigger { schedule, zone }) = &self.cfg.when.trigger else {
+            return;
+        };
+        let due = match self.next_run {
+            Some(due) => due,
+            None => {
+                let from = after.unwrap_or(world.wall_ms.div_euclid(1000));
+                match schedule.next_after(zone, from, self.last_cron_local) {
+                    Some(t) => t,
+                    None => {
+                        out.push(Action::Log(
+                            crate::config::types::LogLevel::Warn,
+                            format!(
+                                "{}: cron {:?} has no next run",
+                                self.cfg.name, schedule.text
+                            ),
+                        ));
+                        return;
+                    }
+                }
+            }
+        };
+        self.next_run = Some(due);
+        let wait_ms = due
+            .saturating_mul(1000)
+            .saturating_sub(world.wall_ms)
+            .max(0) as u64;
+        out.push(Action::Arm {
+            timer: JobTimer::Cron,
+            after: Duration::from_millis(wait_ms).min(CRON_RESYNC),
+            repeat: false,
+        });
     }
 
     /// A process of ours ended (or could not be started: `pid` None). `error` is the

@@ -10,10 +10,14 @@ fn job(name: &str) -> JobConfig {
 }
 
 fn when(source: &str, code: EventCode, each: bool) -> WhenConfig {
+    when_all(&[source], code, each)
+}
+
+fn when_all(sources: &[&str], code: EventCode, each: bool) -> WhenConfig {
     WhenConfig {
         trigger: Trigger::Event {
             code,
-            source: source.into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
             each,
         },
         timeout: None,
@@ -31,7 +35,12 @@ struct Sim {
     catalog: Vec<(String, Action)>,
     timers: HashMap<(usize, JobTimer), Duration>,
     now: Instant,
+    /// Wall clock in ms; moves with `now`.
+    wall_ms: i64,
     next_pid: i32,
+    /// Native probes started / stopped, by job name.
+    probes: Vec<String>,
+    stopped_probes: Vec<String>,
 }
 
 impl Sim {
@@ -48,13 +57,32 @@ impl Sim {
             catalog: vec![],
             timers: HashMap::new(),
             now: Instant::now(),
+            wall_ms: 1_796_497_600_000,
             next_pid: 100,
+            probes: vec![],
+            stopped_probes: vec![],
         };
         for i in 0..s.jobs.len() {
-            let a = s.jobs[i].begin();
+            let a = s.drive(i, |j, w| j.begin(w));
             s.apply(i, a);
         }
         s
+    }
+
+    /// Call job `i` with the current world.
+    fn drive(&mut self, i: usize, f: impl FnOnce(&mut Job, &World) -> Vec<Action>) -> Vec<Action> {
+        let w = World {
+            now: self.now,
+            completed: &self.completed,
+            stop_timeout: Duration::from_secs(5),
+            wall_ms: self.wall_ms,
+        };
+        f(&mut self.jobs[i], &w)
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.wall_ms += d.as_millis() as i64;
     }
 
     fn idx(&self, name: &str) -> usize {
@@ -72,10 +100,21 @@ impl Sim {
                     self.bus.push_back(ev);
                 }
                 Action::Spawn(kind) => {
+                    let native = self.jobs[i]
+                        .cfg
+                        .health
+                        .as_ref()
+                        .is_some_and(|h| h.native.is_some());
+                    if kind == ProcKind::Check && native {
+                        self.jobs[i].probe_started();
+                        self.probes.push(self.jobs[i].name().into());
+                        continue;
+                    }
                     self.next_pid += 1;
                     self.jobs[i].spawned(kind, self.next_pid);
                     self.spawns.push((self.jobs[i].name().into(), kind));
                 }
+                Action::StopProbe => self.stopped_probes.push(self.jobs[i].name().into()),
                 Action::Terminate(kind) => self.terminated.push((self.jobs[i].name().into(), kind)),
                 Action::Kill(kind) => self.killed.push((self.jobs[i].name().into(), kind)),
                 Action::Arm { timer, after, .. } => {
@@ -103,14 +142,7 @@ impl Sim {
     fn pump(&mut self) {
         while let Some(ev) = self.bus.pop_front() {
             for i in 0..self.jobs.len() {
-                let acts = {
-                    let w = World {
-                        now: self.now,
-                        completed: &self.completed,
-                        stop_timeout: Duration::from_secs(5),
-                    };
-                    self.jobs[i].on_event(&ev, &w)
-                };
+                let acts = self.drive(i, |j, w| j.on_event(&ev, w));
                 self.apply(i, acts);
             }
         }
@@ -122,34 +154,20 @@ impl Sim {
 
     /// The job's running process of `kind` exits after `ran`.
     fn exit(&mut self, name: &str, kind: ProcKind, ok: bool, ran: Duration) {
-        self.now += ran;
+        self.advance(ran);
         let i = self.idx(name);
         let err = (!ok).then(|| "exit status 1".to_string());
-        let acts = {
-            let w = World {
-                now: self.now,
-                completed: &self.completed,
-                stop_timeout: Duration::from_secs(5),
-            };
-            self.jobs[i].on_exit(kind, err, &w)
-        };
+        let acts = self.drive(i, |j, w| j.on_exit(kind, err, w));
         self.apply(i, acts);
         self.pump();
     }
 
     fn fire(&mut self, name: &str, timer: JobTimer) {
         let i = self.idx(name);
-        if let Some(d) = self.timers.get(&(i, timer)) {
-            self.now += *d;
+        if let Some(d) = self.timers.get(&(i, timer)).copied() {
+            self.advance(d);
         }
-        let acts = {
-            let w = World {
-                now: self.now,
-                completed: &self.completed,
-                stop_timeout: Duration::from_secs(5),
-            };
-            self.jobs[i].on_timer(timer, &w)
-        };
+        let acts = self.drive(i, |j, w| j.on_timer(timer, w));
         self.apply(i, acts);
         self.pump();
     }
@@ -166,6 +184,14 @@ impl Sim {
             .iter()
             .filter(|e| e.code == code && e.source == source)
             .count()
+    }
+
+    /// The native probe of `name` ends: `None` = pass, else the reason.
+    fn probe(&mut self, name: &str, error: Option<&str>) {
+        let i = self.idx(name);
+        let acts = self.drive(i, |j, w| j.probe_done(error.map(String::from), w));
+        self.apply(i, acts);
+        self.pump();
     }
 
     fn running(&self, name: &str) -> bool {
@@ -408,6 +434,7 @@ fn quick_exits_back_off_instead_of_spinning() {
 fn health(exec: bool) -> Option<HealthConfig> {
     Some(HealthConfig {
         exec: exec.then(|| vec!["check".into()]),
+        native: None,
         interval: Duration::from_secs(1),
         ttl: 5,
         timeout: Duration::from_secs(1),
@@ -678,4 +705,182 @@ fn always_healthy_service_stays_healthy() {
     s.publish(Event::global(EventCode::EnterMaintenance));
     s.publish(Event::global(EventCode::ExitMaintenance));
     assert_eq!(s.jobs[0].status.as_str(), "healthy");
+}
+
+#[test]
+fn all_of_sources_start_once_every_one_has_sent_the_event() {
+    let mut c = job("app");
+    c.when = when_all(&["db", "cache"], EventCode::StatusHealthy, false);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    assert_eq!(s.jobs[0].waiting_for(), ["db", "cache"]);
+    s.publish(Event::new(EventCode::StatusHealthy, "cache"));
+    s.publish(Event::new(EventCode::StatusUnhealthy, "db"));
+    s.publish(Event::new(EventCode::StatusHealthy, "cache"));
+    assert_eq!(s.runs("app"), 0, "db has not been healthy yet");
+    assert_eq!(s.jobs[0].waiting_for(), ["db"]);
+    s.publish(Event::new(EventCode::StatusHealthy, "db"));
+    assert_eq!(s.runs("app"), 1);
+    assert!(
+        s.jobs[0].waiting_for().is_empty(),
+        "a started once job waits for nothing"
+    );
+    s.publish(Event::new(EventCode::StatusHealthy, "db"));
+    s.publish(Event::new(EventCode::StatusHealthy, "cache"));
+    assert_eq!(s.runs("app"), 1);
+    assert_eq!(s.jobs[0].depends_on(), ["db", "cache"]);
+}
+
+#[test]
+fn all_of_each_needs_a_fresh_event_from_every_source_per_start() {
+    let mut c = job("render");
+    c.when = when_all(&["watch.a", "watch.b"], EventCode::StatusChanged, true);
+    let mut s = Sim::new(vec![c]);
+    s.startup();
+    let changed = |src: &str| Event::new(EventCode::StatusChanged, src);
+    s.publish(changed("watch.a"));
+    s.publish(changed("watch.a"));
+    assert_eq!(s.runs("render"), 0);
+    s.publish(changed("watch.b"));
+    assert_eq!(
+        s.runs("render"),
+        1,
+        "the last missing one completes the round"
+    );
+    s.exit("render", ProcKind::Exec, true, Duration::from_secs(1));
+    assert_eq!(
+        s.jobs[0].waiting_for(),
+        ["watch.a", "watch.b"],
+        "a new round"
+    );
+    s.publish(changed("watch.b"));
+    assert_eq!(s.runs("render"), 1);
+    s.publish(changed("watch.a"));
+    assert_eq!(s.runs("render"), 2);
+    assert!(!s.jobs[0].is_done());
+}
+
+#[test]
+fn a_stop_hook_on_several_jobs_runs_when_all_are_stopping() {
+    let mut hook = job("cleanup");
+    hook.when = when_all(&["a", "b"], EventCode::Stopping, false);
+    let mut s = Sim::new(vec![job("a"), job("b"), hook]);
+    s.startup();
+    assert_eq!(s.jobs[0].hook.as_deref(), Some("cleanup"));
+    assert_eq!(s.jobs[1].hook.as_deref(), Some("cleanup"));
+    s.publish(Event::global(EventCode::Shutdown));
+    assert_eq!(s.runs("cleanup"), 1);
+    s.exit("cleanup", ProcKind::Exec, true, Duration::from_secs(1));
+    assert!(s.jobs.iter().all(|j| j.is_done()) || s.running("a") || s.running("b"));
+    assert_eq!(s.saw(EventCode::Stopped, "cleanup"), 1);
+}
+
+fn cron_job(name: &str, spec: &str) -> JobConfig {
+    let mut c = job(name);
+    c.when = WhenConfig {
+        trigger: Trigger::Cron(CronTrigger {
+            schedule: crate::cron::Schedule::parse(spec).unwrap(),
+            zone: std::sync::Arc::new(crate::cron::Zone::Utc),
+        }),
+        timeout: None,
+    };
+    c
+}
+
+#[test]
+fn cron_runs_on_the_minute_and_shows_the_next_run() {
+    // wall clock starts at 1_796_497_600 s = 2026-12-05T19:06:40Z
+    let mut s = Sim::new(vec![cron_job("tick", "*/15 * * * *")]);
+    s.startup();
+    assert_eq!(s.runs("tick"), 0, "cron jobs do not run at start-up");
+    let due = s.jobs[0].next_run.unwrap();
+    assert_eq!(crate::cron::rfc3339_utc(due), "2026-12-05T19:15:00Z");
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::Cron)),
+        Some(&Duration::from_millis(500_000))
+    );
+    // A timer that fires a little early is re-armed for the rest.
+    s.wall_ms -= 20;
+    s.fire("tick", JobTimer::Cron);
+    assert_eq!(s.runs("tick"), 0);
+    assert_eq!(
+        s.timers.get(&(0, JobTimer::Cron)),
+        Some(&Duration::from_millis(20))
+    );
+    s.fire("tick", JobTimer::Cron);
+    assert_eq!(s.runs("tick"), 1);
+    assert_eq!(
+        crate::cron::rfc3339_utc(s.jobs[0].next_run.unwrap()),
+        "2026-12-05T19:30:00Z"
+    );
+    s.exit("tick", ProcKind::Exec, true, Duration::from_secs(3));
+    assert!(!s.jobs[0].is_done(), "a cron job waits for its next minute");
+    s.fire("tick", JobTimer::Cron);
+    assert_eq!(s.runs("tick"), 2);
+    s.publish(Event::global(EventCode::Shutdown));
+    assert!(s.jobs[0].next_run.is_none());
+    assert!(!s.timers.contains_key(&(0, JobTimer::Cron)));
+}
+
+#[test]
+fn far_cron_runs_wake_up_hourly_to_recheck_the_clock() {
+    let mut s = Sim::new(vec![cron_job("yearly", "@yearly")]);
+    assert_eq!(s.timers.get(&(0, JobTimer::Cron)), Some(&CRON_RESYNC));
+    s.fire("yearly", JobTimer::Cron);
+    assert_eq!(s.runs("yearly"), 0);
+    assert_eq!(s.timers.get(&(0, JobTimer::Cron)), Some(&CRON_RESYNC));
+}
+
+fn native(mut c: JobConfig) -> JobConfig {
+    let mut h = health(false).unwrap();
+    h.native = Some(crate::health::Target::Tcp(
+        crate::health::TcpTarget::parse("127.0.0.1:9").unwrap(),
+    ));
+    c.health = Some(h);
+    c.port = 8080;
+    c
+}
+
+#[test]
+fn native_checks_publish_what_exec_checks_publish() {
+    let mut s = Sim::new(vec![native(job("web"))]);
+    s.startup();
+    s.fire("web", JobTimer::Heartbeat);
+    assert_eq!(s.probes, ["web"]);
+    s.fire("web", JobTimer::Heartbeat);
+    assert_eq!(s.probes.len(), 1, "never two probes at once");
+    s.probe("web", None);
+    assert_eq!(s.saw(EventCode::ExitSuccess, "check.web"), 1);
+    assert_eq!(s.saw(EventCode::StatusHealthy, "web"), 1);
+    assert!(s
+        .catalog
+        .iter()
+        .any(|(n, a)| n == "web" && *a == Action::Heartbeat));
+    s.fire("web", JobTimer::Heartbeat);
+    s.probe("web", Some("HTTP 500 Internal Server Error"));
+    assert_eq!(s.saw(EventCode::ExitFailed, "check.web"), 1);
+    assert_eq!(
+        s.saw(
+            EventCode::Error,
+            "check.web: HTTP 500 Internal Server Error"
+        ),
+        1
+    );
+    assert_eq!(s.saw(EventCode::StatusUnhealthy, "web"), 1);
+    assert_eq!(s.jobs[0].status, Status::Unhealthy);
+}
+
+#[test]
+fn ending_a_job_drops_its_probe_without_waiting() {
+    let mut s = Sim::new(vec![native(job("web"))]);
+    s.startup();
+    s.fire("web", JobTimer::Heartbeat);
+    s.publish(Event::global(EventCode::Shutdown));
+    assert_eq!(s.stopped_probes, ["web"]);
+    // the exec still runs; once it is gone the job completes
+    s.exit("web", ProcKind::Exec, true, Duration::from_secs(1));
+    assert!(s.jobs[0].is_done());
+    // a late result changes nothing
+    s.probe("web", None);
+    assert_eq!(s.saw(EventCode::ExitSuccess, "check.web"), 0);
 }

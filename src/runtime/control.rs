@@ -238,6 +238,7 @@ impl Runtime {
     /// SPEC §2.4: unchanged jobs keep running; changed and removed ones stop;
     /// changed and new ones start per their `when` once their old version is gone.
     fn reload(&mut self, new: Config) -> Result<(), String> {
+        super::check_users(&new)?;
         let metrics = new
             .telemetry
             .as_ref()
@@ -312,6 +313,7 @@ impl Runtime {
                     now,
                     completed: &self.completed,
                     stop_timeout: self.cfg.stop_timeout,
+                    wall_ms: crate::cron::wall_ms(),
                 };
                 self.jobs[i].retire(&world)
             };
@@ -354,7 +356,15 @@ impl Runtime {
             self.jobs[idx] = Job::new(cfg, &self.cfg.jobs);
             self.completed.remove(self.jobs[idx].name());
             self.cancel_job_timers(idx);
-            let acts = self.jobs[idx].begin();
+            let acts = {
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: self.cfg.stop_timeout,
+                    wall_ms: crate::cron::wall_ms(),
+                };
+                self.jobs[idx].begin(&world)
+            };
             self.execute(idx, acts, now);
             // Startup was published once for this run; a job that arrives by reload
             // sees it now, alone, so running jobs are not triggered again.
@@ -363,6 +373,7 @@ impl Runtime {
                     now,
                     completed: &self.completed,
                     stop_timeout: self.cfg.stop_timeout,
+                    wall_ms: crate::cron::wall_ms(),
                 };
                 self.jobs[idx].on_event(&Event::global(EventCode::Startup), &world)
             };
@@ -373,6 +384,7 @@ impl Runtime {
                         now,
                         completed: &self.completed,
                         stop_timeout: self.cfg.stop_timeout,
+                        wall_ms: crate::cron::wall_ms(),
                     };
                     self.jobs[idx].on_event(&Event::global(EventCode::EnterMaintenance), &world)
                 };
@@ -383,9 +395,18 @@ impl Runtime {
 
     fn cancel_job_timers(&mut self, idx: usize) {
         use crate::jobs::JobTimer::*;
-        for t in [Heartbeat, Interval, WaitTimeout, Restart, StopHook, Kill] {
+        for t in [
+            Heartbeat,
+            Interval,
+            WaitTimeout,
+            Restart,
+            StopHook,
+            Kill,
+            Cron,
+        ] {
             self.timers.cancel(TimerKey::Job(idx, t));
         }
+        self.stop_probe(idx);
     }
 
     pub(super) fn status_json(&self) -> String {
@@ -400,7 +421,9 @@ impl Runtime {
                 advertised: j.cfg.is_advertised(),
                 address: j.cfg.ip.map(|ip| ip.to_string()),
                 port: j.cfg.port,
-                depends_on: j.depends_on().map(|s| s.to_string()),
+                depends_on: j.depends_on().iter().map(|s| s.to_string()).collect(),
+                waiting_for: j.waiting_for().iter().map(|s| s.to_string()).collect(),
+                next_run: j.next_run.map(crate::cron::rfc3339_utc),
                 pid: j.exec_pid,
                 restarts_left: match j.restarts_remain {
                     Budget::Unlimited => None,

@@ -4,6 +4,7 @@
 //! `Action`s they return.
 
 mod catalog;
+mod checks;
 mod control;
 mod listeners;
 mod pipes;
@@ -50,6 +51,8 @@ enum TimerKey {
     Watch(usize),
     /// Bound on waiting for shutdown deregistration.
     DeregisterWait,
+    /// A native health probe's `health.timeout`.
+    Probe(usize),
 }
 
 /// A child we started.
@@ -106,6 +109,8 @@ pub struct Runtime {
     /// The latest process group of each job's exec and check, SIGKILLed on the
     /// way out as 3.8 did, so leftovers in those groups do not outlive us.
     groups: HashMap<(usize, ProcKind), i32>,
+    /// Native health probes in flight.
+    probes: checks::Probes,
 }
 
 const HANDLED: [Signal; 6] = [
@@ -125,6 +130,16 @@ fn handled_set() -> nix::sys::signal::SigSet {
     set
 }
 
+/// Jobs with a `user` need us to be root (unless it is who we are already).
+fn check_users(cfg: &Config) -> Result<(), String> {
+    for j in &cfg.jobs {
+        if let Some(id) = &j.user {
+            crate::users::check_can_switch(id).map_err(|e| format!("job {}: user: {e}", j.name))?;
+        }
+    }
+    Ok(())
+}
+
 /// Hold the signals we handle pending from the first moment of a daemon run;
 /// `Runtime::new` releases them once its handlers are in place.
 pub fn block_signals() {
@@ -138,6 +153,7 @@ impl Runtime {
         config_path: String,
         app: crate::config::MainApp,
     ) -> Result<Runtime, RunError> {
+        check_users(&cfg).map_err(RunError)?;
         crate::process::cloexec_inherited_fds();
         let poll = Poll::new().map_err(|e| RunError(format!("cannot create poll: {e}")))?;
         let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
@@ -236,6 +252,7 @@ impl Runtime {
             maintenance: false,
             pending: Vec::new(),
             groups: HashMap::new(),
+            probes: checks::Probes::default(),
         })
     }
 
@@ -243,7 +260,15 @@ impl Runtime {
     pub fn run(mut self) -> i32 {
         let now = Instant::now();
         for i in 0..self.jobs.len() {
-            let acts = self.jobs[i].begin();
+            let acts = {
+                let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: self.cfg.stop_timeout,
+                    wall_ms: crate::cron::wall_ms(),
+                };
+                self.jobs[i].begin(&world)
+            };
             self.execute(i, acts, now);
         }
         self.start_watches(now);
@@ -277,6 +302,7 @@ impl Runtime {
                     SIGNALS => self.on_signals(),
                     WAKER => self.on_catalog_replies(),
                     t if self.pipes.owns(t) => self.pipes.mark_ready(t),
+                    t if checks::owns(t) => self.on_probe_ready(t),
                     t => self.on_server_event(t),
                 }
             }
@@ -319,6 +345,7 @@ impl Runtime {
                         now,
                         completed: &self.completed,
                         stop_timeout: st,
+                        wall_ms: crate::cron::wall_ms(),
                     };
                     self.jobs[i].on_event(&ev, &world)
                 };
@@ -382,6 +409,7 @@ impl Runtime {
                         .arm(TimerKey::Job(job, timer), now, after, repeat)
                 }
                 Action::Cancel(timer) => self.timers.cancel(TimerKey::Job(job, timer)),
+                Action::StopProbe => self.stop_probe(job),
                 Action::Register(_) | Action::Heartbeat | Action::Deregister => {
                     self.catalog_action(job, a);
                 }
@@ -407,6 +435,7 @@ impl Runtime {
                 now,
                 completed: &self.completed,
                 stop_timeout: self.cfg.stop_timeout,
+                wall_ms: crate::cron::wall_ms(),
             };
             self.jobs[i].retire(&world)
         };
@@ -420,7 +449,7 @@ impl Runtime {
             .cfg
             .health
             .as_ref()
-            .is_some_and(|h| h.exec.is_some());
+            .is_some_and(|h| h.exec.is_some() || h.native.is_some());
         has_check || self.catalog.client.is_some()
     }
 
@@ -452,10 +481,14 @@ impl Runtime {
             ),
             ProcKind::Check => {
                 let h = j.cfg.health.as_ref()?;
+                if h.native.is_some() {
+                    return self.start_probe(job, now);
+                }
                 (h.exec.clone()?, Some(h.timeout), h.raw, j.check_name())
             }
         };
-        match crate::process::spawn(&argv, &self.env, raw) {
+        let user = self.jobs[job].cfg.user.as_ref();
+        match crate::process::spawn(&argv, &self.env, raw, user) {
             Ok(sp) => {
                 log::debug!("{name}.Run start: {}", argv.join(" "));
                 self.jobs[job].spawned(kind, sp.pid);
@@ -503,6 +536,7 @@ impl Runtime {
                     now,
                     completed: &self.completed,
                     stop_timeout: st,
+                    wall_ms: crate::cron::wall_ms(),
                 };
                 Some(self.jobs[job].on_exit(kind, Some(e.0), &world))
             }
@@ -571,6 +605,7 @@ impl Runtime {
                     now,
                     completed: &self.completed,
                     stop_timeout: st,
+                    wall_ms: crate::cron::wall_ms(),
                 };
                 self.jobs[p.job].on_exit(p.kind, error, &world)
             };
@@ -649,6 +684,7 @@ impl Runtime {
                             now,
                             completed: &self.completed,
                             stop_timeout: self.cfg.stop_timeout,
+                            wall_ms: crate::cron::wall_ms(),
                         };
                         self.jobs[i].on_timer(timer, &world)
                     };
@@ -676,6 +712,7 @@ impl Runtime {
                 }
                 TimerKey::Watch(i) => self.query_watch(i, now),
                 TimerKey::DeregisterWait => self.deregister_wait_expired(),
+                TimerKey::Probe(job) => self.probe_timed_out(job),
                 TimerKey::FinalKill => {
                     for pid in self.procs.keys() {
                         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
@@ -691,6 +728,7 @@ impl Runtime {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
         self.pipes.close_all(self.poll.registry());
+        self.probes.close_all(self.poll.registry());
         // Removes the socket file only if it is still the one we bound.
         if let Some(mut c) = self.control.take() {
             c.deregister(self.poll.registry());

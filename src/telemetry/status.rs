@@ -13,8 +13,12 @@ pub struct JobStatus {
     pub advertised: bool,
     pub address: Option<String>,
     pub port: u16,
-    /// The `when.source` the job waits on.
-    pub depends_on: Option<String>,
+    /// The `when.source`s the job starts on (`global` left out).
+    pub depends_on: Vec<String>,
+    /// Those of them whose event has not come yet, while the job waits.
+    pub waiting_for: Vec<String>,
+    /// `when.cron` jobs: the next run, RFC 3339 UTC.
+    pub next_run: Option<String>,
     pub pid: Option<i32>,
     /// Restarts left; `None` = unlimited.
     pub restarts_left: Option<u32>,
@@ -71,14 +75,19 @@ fn opt_js<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "null".to_string(), |x| x.to_string())
 }
 
-/// The fields every entry carries beyond the 3.8 shape (SPEC §3.3).
+/// The fields every entry carries beyond the 3.8 shape (SPEC §3.3):
+/// `DependsOn` is the sources as one comma-separated string (a plain name for
+/// the usual single source), `WaitingFor` the ones still missing as a list.
 fn extras(j: &JobStatus) -> String {
     let restarts = j
         .restarts_left
         .map_or_else(|| js("unlimited"), |n| n.to_string());
+    let depends = (!j.depends_on.is_empty()).then(|| js(&j.depends_on.join(",")));
     format!(
-        "\"DependsOn\":{},\"Pid\":{},\"Restarts\":{}",
-        opt_js(j.depends_on.as_deref().map(js)),
+        "\"DependsOn\":{},\"WaitingFor\":{},\"NextRun\":{},\"Pid\":{},\"Restarts\":{}",
+        opt_js(depends),
+        list(j.waiting_for.iter().map(|w| js(w)).collect()),
+        opt_js(j.next_run.as_deref().map(js)),
         opt_js(j.pid),
         restarts
     )
@@ -158,13 +167,32 @@ fn address(entry: &Value) -> String {
     }
 }
 
+/// What a job waits on: its sources (with the missing ones when it waits for
+/// several), or its next cron run.
+fn depends_cell(entry: &Value) -> String {
+    if let Some(next) = entry.get("NextRun").filter(|v| v.is_string()) {
+        return format!("cron, next {}", cell(Some(next)));
+    }
+    let sources = cell(entry.get("DependsOn"));
+    let waiting: Vec<String> = entry
+        .get("WaitingFor")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().map(|w| cell(Some(w))).collect())
+        .unwrap_or_default();
+    if sources.contains(',') && !waiting.is_empty() {
+        format!("{sources} (waiting: {})", waiting.join(","))
+    } else {
+        sources
+    }
+}
+
 fn row(entry: &Value, addr: String) -> [String; 6] {
     [
         cell(entry.get("Name")),
         cell(entry.get("Status")),
         cell(entry.get("Pid")),
         cell(entry.get("Restarts")),
-        cell(entry.get("DependsOn")),
+        depends_cell(entry),
         addr,
     ]
 }
@@ -272,7 +300,9 @@ mod tests {
                 advertised: true,
                 address: Some("10.0.0.2".into()),
                 port: 8080,
-                depends_on: Some("setup".into()),
+                depends_on: vec!["setup".into()],
+                waiting_for: Vec::new(),
+                next_run: None,
                 pid: Some(42),
                 restarts_left: None,
             },
@@ -282,7 +312,9 @@ mod tests {
                 advertised: false,
                 address: None,
                 port: 0,
-                depends_on: None,
+                depends_on: Vec::new(),
+                waiting_for: Vec::new(),
+                next_run: None,
                 pid: None,
                 restarts_left: Some(0),
             },
@@ -292,7 +324,9 @@ mod tests {
                 advertised: true,
                 address: Some("10.0.0.2".into()),
                 port: 9090,
-                depends_on: None,
+                depends_on: Vec::new(),
+                waiting_for: Vec::new(),
+                next_run: None,
                 pid: None,
                 restarts_left: Some(3),
             },
@@ -331,9 +365,9 @@ mod tests {
             out,
             concat!(
                 r#"{"Version":"3.9.0","#,
-                r#""Jobs":[{"Name":"setup","Status":"unknown","DependsOn":null,"Pid":null,"Restarts":0}],"#,
-                r#""Services":[{"Name":"app","Address":"10.0.0.2","Port":8080,"Status":"healthy","DependsOn":"setup","Pid":42,"Restarts":"unlimited"},"#,
-                r#"{"Name":"containerpilot","Address":"10.0.0.2","Port":9090,"Status":"healthy","DependsOn":null,"Pid":null,"Restarts":3}],"#,
+                r#""Jobs":[{"Name":"setup","Status":"unknown","DependsOn":null,"WaitingFor":null,"NextRun":null,"Pid":null,"Restarts":0}],"#,
+                r#""Services":[{"Name":"app","Address":"10.0.0.2","Port":8080,"Status":"healthy","DependsOn":"setup","WaitingFor":null,"NextRun":null,"Pid":42,"Restarts":"unlimited"},"#,
+                r#"{"Name":"containerpilot","Address":"10.0.0.2","Port":9090,"Status":"healthy","DependsOn":null,"WaitingFor":null,"NextRun":null,"Pid":null,"Restarts":3}],"#,
                 r#""Watches":["db","cfg"],"#,
                 r#""WatchDetails":[{"Name":"db","Kind":"service","Index":42,"LastChange":"2026-12-05T18:49:54Z","Failing":false,"Instances":2},"#,
                 r#"{"Name":"cfg","Kind":"key","Index":17,"LastChange":null,"Failing":true,"ValueSize":1234,"ModifyIndex":16}]}"#,
@@ -383,6 +417,21 @@ mod tests {
                 "WATCHES: db, cache\n"
             )
         );
+    }
+
+    #[test]
+    fn table_shows_what_a_job_waits_for() {
+        let mut jobs = sample();
+        jobs[1].depends_on = vec!["db".into(), "cache".into()];
+        jobs[1].waiting_for = vec!["cache".into()];
+        jobs[2].next_run = Some("2026-12-05T19:15:00Z".into());
+        let json = status_json("v", &jobs, &[]);
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["Jobs"][0]["DependsOn"], "db,cache");
+        assert_eq!(v["Jobs"][0]["WaitingFor"], serde_json::json!(["cache"]));
+        let t = status_table(&v);
+        assert!(t.contains("db,cache (waiting: cache)"), "{t}");
+        assert!(t.contains("cron, next 2026-12-05T19:15:00Z"), "{t}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::config::types::{ConsulConfig, EtcdConfig, TlsConfig};
 const DEFAULT_CONSUL_ADDRESS: &str = "127.0.0.1:8500";
 const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
 pub(in crate::config) const DEFAULT_ETCD_PREFIX: &str = "/containerpilot";
-const CONSUL_TLS_KEYS: [&str; 6] = [
+pub(super) const CONSUL_TLS_KEYS: [&str; 6] = [
     "cafile",
     "capath",
     "clientcert",
@@ -199,7 +199,12 @@ impl Reader<'_, '_> {
         })
     }
 
-    fn tls(&mut self, v: &Spanned, path: &str, keys: &[&'static str]) -> Option<TlsConfig> {
+    pub(super) fn tls(
+        &mut self,
+        v: &Spanned,
+        path: &str,
+        keys: &[&'static str],
+    ) -> Option<TlsConfig> {
         let f = self.fields(v, path, keys)?;
         Some(TlsConfig {
             cafile: self.text_field(&f, "cafile"),

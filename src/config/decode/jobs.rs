@@ -29,17 +29,18 @@ pub(super) fn with_default_interfaces(list: Vec<String>) -> Vec<String> {
     }
 }
 
-/// Whether `when.each` is set (restarts "unlimited" is refused next to it).
-fn when_has_each(job: &Fields) -> bool {
+/// Whether `when.<key>` is set (restarts "unlimited" is refused next to
+/// `each` and `cron`).
+fn when_has(job: &Fields, key: &str) -> bool {
     let Some(Value::Object(entries)) = job.get("when").map(|w| &w.value) else {
         return false;
     };
-    let each = entries.iter().find(|(k, _)| k.name == "each").or_else(|| {
+    let found = entries.iter().find(|(k, _)| k.name == key).or_else(|| {
         entries
             .iter()
-            .find(|(k, _)| k.name.eq_ignore_ascii_case("each"))
+            .find(|(k, _)| k.name.eq_ignore_ascii_case(key))
     });
-    match each.map(|(_, v)| &v.value) {
+    match found.map(|(_, v)| &v.value) {
         Some(Value::String(s)) => !s.is_empty(),
         Some(Value::Null) | None => false,
         Some(_) => true,
@@ -60,6 +61,47 @@ fn field_line(v: &Spanned, name: &str) -> Option<u32> {
                 .find(|(k, _)| k.name.eq_ignore_ascii_case(name))
         })
         .map(|(_, v)| v.line)
+}
+
+/// Where to point at a job's `when.source` in messages: its JSON path and
+/// line, found from the job's line and name (the job list skips nulls).
+pub(in crate::config) fn source_site(root: &Spanned, job_line: u32, name: &str) -> (String, u32) {
+    let jobs = match &root.value {
+        Value::Object(entries) => entries.iter().find(|(k, _)| k.name == "jobs"),
+        _ => None,
+    };
+    let Some((
+        _,
+        Spanned {
+            value: Value::Array(items),
+            ..
+        },
+    )) = jobs
+    else {
+        return ("jobs".into(), job_line);
+    };
+    let named = |v: &Spanned| match &v.value {
+        Value::Object(e) => e
+            .iter()
+            .any(|(k, n)| k.name == "name" && matches!(&n.value, Value::String(s) if s == name)),
+        _ => false,
+    };
+    let found = items
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.line == job_line && named(v));
+    let Some((i, item)) = found else {
+        return ("jobs".into(), job_line);
+    };
+    let path = format!("jobs[{i}].when.source");
+    let when = match &item.value {
+        Value::Object(e) => e.iter().find(|(k, _)| k.name.eq_ignore_ascii_case("when")),
+        _ => None,
+    };
+    let line = when
+        .and_then(|(_, w)| field_line(w, "source").or(Some(w.line)))
+        .unwrap_or(item.line);
+    (path, line)
 }
 
 impl Reader<'_, '_> {
@@ -96,7 +138,7 @@ impl Reader<'_, '_> {
     }
 
     fn job(&mut self, v: &Spanned, path: &str) -> Option<JobConfig> {
-        const KEYS: [&str; 13] = [
+        const KEYS: [&str; 15] = [
             "name",
             "exec",
             "port",
@@ -110,6 +152,8 @@ impl Reader<'_, '_> {
             "restarts",
             "stopTimeout",
             "logging",
+            "user",
+            "group",
         ];
         let f = self.fields(v, path, &KEYS)?;
         let name = self.name(&f);
@@ -125,9 +169,10 @@ impl Reader<'_, '_> {
         }
 
         let when = self.when(&f);
-        let each = when_has_each(&f);
+        let unbounded = ["each", "cron"].into_iter().find(|k| when_has(&f, k));
         let mut timeout = self.min_1ms_duration(&f, "timeout");
-        let mut restarts = self.restarts(&f, each);
+        let mut restarts = self.restarts(&f, unbounded);
+        let user = self.user(&f);
         if let Trigger::Interval(interval) = when.trigger {
             timeout = timeout.or(Some(interval));
             if f.get("restarts").is_none() {
@@ -150,6 +195,7 @@ impl Reader<'_, '_> {
             when,
             timeout,
             restarts,
+            user,
             stop_timeout,
             raw,
             always_healthy: false,
@@ -241,11 +287,27 @@ impl Reader<'_, '_> {
     fn health(&mut self, job: &Fields) -> Option<HealthConfig> {
         let v = job.get("health")?;
         let path = job.path("health");
-        let f = self.fields(v, &path, &["exec", "interval", "ttl", "timeout", "logging"])?;
+        let keys = [
+            "exec", "http", "tcp", "headers", "status", "tls", "interval", "ttl", "timeout",
+            "logging",
+        ];
+        let f = self.fields(v, &path, &keys)?;
         let exec = match f.get("exec") {
             Some(e) => self.command(e, &f.path("exec")),
             None => None,
         };
+        let native = self.native_check(&f);
+        let kinds: Vec<&str> = ["exec", "http", "tcp"]
+            .into_iter()
+            .filter(|k| f.get(k).is_some())
+            .collect();
+        if kinds.len() > 1 {
+            let msg = format!(
+                "can have only one of 'exec', 'http' or 'tcp' (has {})",
+                kinds.join(", ")
+            );
+            self.err(&path, f.line, msg);
+        }
         let interval = self.positive_int(&f, "interval");
         let ttl = self.positive_int(&f, "ttl");
         let interval = std::time::Duration::from_secs(interval.unwrap_or(1).into());
@@ -255,6 +317,7 @@ impl Reader<'_, '_> {
         let raw = self.raw_logging(&f);
         Some(HealthConfig {
             exec,
+            native,
             interval,
             ttl: ttl.unwrap_or(1),
             timeout,
@@ -277,19 +340,24 @@ impl Reader<'_, '_> {
             return WhenConfig::default();
         };
         let path = job.path("when");
-        let Some(f) = self.fields(v, &path, &["interval", "source", "once", "each", "timeout"])
-        else {
+        let keys = ["interval", "source", "once", "each", "timeout", "cron"];
+        let Some(f) = self.fields(v, &path, &keys) else {
             return WhenConfig::default();
         };
         let text = |r: &mut Self, name| r.string_field(&f, name).unwrap_or_default();
-        let (interval, source) = (text(self, "interval"), text(self, "source"));
-        let (once, each) = (text(self, "once"), text(self, "each"));
-        let set = [&interval, &once, &each]
+        let interval = text(self, "interval");
+        let sources = self.sources(&f);
+        let (once, each, cron) = (text(self, "once"), text(self, "each"), text(self, "cron"));
+        let set = [&interval, &once, &each, &cron]
             .iter()
             .filter(|s| !s.is_empty())
             .count();
         if set > 1 {
-            let msg = "can have only one of 'interval', 'once', or 'each'";
+            let msg = if cron.is_empty() {
+                "can have only one of 'interval', 'once', or 'each'"
+            } else {
+                "'cron' cannot be combined with 'interval', 'once' or 'each'"
+            };
             self.err(&path, f.line, msg);
             return WhenConfig::default();
         }
@@ -301,6 +369,12 @@ impl Reader<'_, '_> {
             };
             return WhenConfig {
                 trigger,
+                timeout: None,
+            };
+        }
+        if !cron.is_empty() {
+            return WhenConfig {
+                trigger: self.cron(&f, &cron),
                 timeout: None,
             };
         }
@@ -318,16 +392,179 @@ impl Reader<'_, '_> {
                 }
             }
         }
-        let trigger = match (source.as_str(), event) {
-            ("SIGHUP", _) => Trigger::Signal(SignalName::Sighup),
-            ("SIGUSR2", _) => Trigger::Signal(SignalName::Sigusr2),
-            (_, Some((code, each))) => Trigger::Event { code, source, each },
+        let trigger = match (&sources[..], event) {
+            ([s], _) if s == "SIGHUP" => Trigger::Signal(SignalName::Sighup),
+            ([s], _) if s == "SIGUSR2" => Trigger::Signal(SignalName::Sigusr2),
+            (_, Some((code, each))) => Trigger::Event {
+                code,
+                sources,
+                each,
+            },
             (_, None) => Trigger::Never,
         };
         WhenConfig { trigger, timeout }
     }
 
-    fn restarts(&mut self, f: &Fields, each: bool) -> Restarts {
+    /// `when.source`: one name, or a list of names that must all have emitted
+    /// the event (our extension). Absent = `[""]`, which never fires (3.8).
+    fn sources(&mut self, f: &Fields) -> Vec<String> {
+        let Some(v) = f.get("source") else {
+            return vec![String::new()];
+        };
+        let path = f.path("source");
+        let list = match &v.value {
+            Value::Array(_) => self.strings(v, &path, false).unwrap_or_default(),
+            _ => return vec![self.string(v, &path).unwrap_or_default()],
+        };
+        if list.is_empty() {
+            self.err(&path, v.line, "must name at least one source");
+            return vec![String::new()];
+        }
+        for (i, s) in list.iter().enumerate() {
+            if list[..i].contains(s) {
+                self.err(&path, v.line, format!("names {s:?} twice"));
+            }
+        }
+        if list.len() > 1 && list.iter().any(|s| s == "SIGHUP" || s == "SIGUSR2") {
+            let msg = "a signal (SIGHUP, SIGUSR2) must be the only source";
+            self.err(&path, v.line, msg);
+        }
+        list
+    }
+
+    /// `when.cron`: a five-field schedule read in the zone `TZ` names (UTC when
+    /// unset). `source` and `timeout` do not apply next to it.
+    fn cron(&mut self, f: &Fields, text: &str) -> Trigger {
+        for other in ["source", "timeout"] {
+            if f.get(other).is_some() {
+                let msg = format!("'{other}' does not apply to a 'cron' schedule");
+                self.err(&f.path(other), f.line_of(other), msg);
+            }
+        }
+        let (path, line) = (f.path("cron"), f.line_of("cron"));
+        let schedule = match crate::cron::Schedule::parse(text) {
+            Ok(s) => s,
+            Err(e) => {
+                self.err(&path, line, e.to_string());
+                return Trigger::Never;
+            }
+        };
+        let tz = self.env_var("TZ");
+        let tzdir = self.env_var("TZDIR");
+        match crate::cron::Zone::load(tz.as_deref(), tzdir.as_deref()) {
+            Ok(zone) => Trigger::Cron(CronTrigger {
+                schedule,
+                zone: std::sync::Arc::new(zone),
+            }),
+            Err(e) => {
+                self.err(&path, line, e.to_string());
+                Trigger::Never
+            }
+        }
+    }
+
+    /// `user` and `group`, resolved now from /etc/passwd and /etc/group.
+    fn user(&mut self, f: &Fields) -> Option<crate::users::Identity> {
+        let user = self.text_field(f, "user");
+        let group = self.text_field(f, "group");
+        let Some(user) = user else {
+            if group.is_some() {
+                self.err(&f.path("group"), f.line_of("group"), "needs 'user' too");
+            }
+            return None;
+        };
+        match crate::users::resolve(&user, group.as_deref()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                let key = if e.0.starts_with("group") {
+                    "group"
+                } else {
+                    "user"
+                };
+                self.err(&f.path(key), f.line_of(key), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// `health.http` (with `headers`, `status`, `tls`) or `health.tcp`.
+    fn native_check(&mut self, f: &Fields) -> Option<crate::health::Target> {
+        use crate::health::{check_header, HttpTarget, Target, TcpTarget};
+        let http = self.text_field(f, "http");
+        for key in ["headers", "status", "tls"] {
+            if f.get(key).is_some() && http.is_none() {
+                self.err(
+                    &f.path(key),
+                    f.line_of(key),
+                    "applies only to 'http' checks",
+                );
+            }
+        }
+        if let Some(spec) = self.text_field(f, "tcp") {
+            return match TcpTarget::parse(&spec) {
+                Ok(t) => Some(Target::Tcp(t)),
+                Err(e) => {
+                    self.err(&f.path("tcp"), f.line_of("tcp"), e.to_string());
+                    None
+                }
+            };
+        }
+        let url = http?;
+        let mut t = match HttpTarget::parse(&url) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(&f.path("http"), f.line_of("http"), e.to_string());
+                return None;
+            }
+        };
+        if let Some(h) = f.get("headers") {
+            let path = f.path("headers");
+            match &h.value {
+                Value::Object(entries) => {
+                    for (k, v) in entries {
+                        let Some(value) = self.string(v, &join(&path, &k.name)) else {
+                            continue;
+                        };
+                        match check_header(&k.name, &value) {
+                            Ok(()) => t.headers.push((k.name.clone(), value)),
+                            Err(e) => self.err(&path, k.line, e.to_string()),
+                        }
+                    }
+                }
+                _ => self.expected(&path, h, "an object of header names and values"),
+            }
+        }
+        if let Some(v) = f.get("status") {
+            let path = f.path("status");
+            match self.int(v, &path) {
+                Some(code @ 100..=599) => t.status = Some(code as u16),
+                Some(_) => self.err(&path, v.line, "must be an HTTP status code (100-599)"),
+                None => {}
+            }
+        }
+        if let Some(v) = f.get("tls") {
+            let path = f.path("tls");
+            if !t.https {
+                self.err(&path, v.line, "applies only to https:// URLs");
+            }
+            if let Some(tls) = self.tls(v, &path, &super::catalog::CONSUL_TLS_KEYS) {
+                t.tls = tls;
+            }
+        }
+        if t.https {
+            // Bad CA files and names are config errors, not failing checks.
+            let checked = crate::health::tls_client_config(&t.tls)
+                .and_then(|_| crate::health::server_name(&t));
+            if let Err(e) = checked {
+                self.err(&f.path("http"), f.line_of("http"), e.to_string());
+            }
+        }
+        Some(Target::Http(Box::new(t)))
+    }
+
+    /// `unbounded`: the `when` key (`each`, `cron`) that starts the job again
+    /// and again, next to which "unlimited" restarts are refused.
+    fn restarts(&mut self, f: &Fields, unbounded: Option<&str>) -> Restarts {
         let Some(v) = f.get("restarts") else {
             return Restarts::Count(0);
         };
@@ -337,9 +574,14 @@ impl Reader<'_, '_> {
             Value::Number(n) => crate::config::reader::format_number(*n),
             _ => v.to_json().to_string(),
         };
+        let unbounded_msg;
         let problem = match &v.value {
-            Value::String(s) if s == "unlimited" && each => {
-                "may not be used when 'job.when.each' is set because it may result in infinite processes"
+            Value::String(s) if s == "unlimited" && unbounded.is_some() => {
+                unbounded_msg = format!(
+                    "may not be used when 'job.when.{}' is set because it may result in infinite processes",
+                    unbounded.unwrap_or("each")
+                );
+                unbounded_msg.as_str()
             }
             Value::String(s) if s == "unlimited" => return Restarts::Unlimited,
             Value::String(s) if s == "never" => return Restarts::Count(0),

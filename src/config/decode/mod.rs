@@ -28,7 +28,7 @@ mod tests;
 
 pub use super::reader::{ConfigError, LoadEnv};
 pub(super) use catalog::DEFAULT_ETCD_PREFIX;
-pub(super) use jobs::is_service_name;
+pub(super) use jobs::{is_service_name, source_site};
 
 use super::json5::{Spanned, Value};
 use super::reader::{Dialect, Reader};

@@ -28,6 +28,7 @@ pub(super) fn telemetry_job(t: &TelemetryConfig, line: u32) -> JobConfig {
         tags,
         health: Some(HealthConfig {
             exec: None,
+            native: None,
             interval: Duration::from_secs(5),
             ttl: 15,
             timeout: Duration::from_secs(5),

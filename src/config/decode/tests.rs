@@ -141,6 +141,7 @@ fn fixture_full_config() {
     web.tags = strings(&["frontend", "v2"]);
     web.health = Some(HealthConfig {
         exec: Some(strings(&["/usr/local/bin/web-health"])),
+        native: None,
         interval: secs(15),
         ttl: 25,
         timeout: secs(15),
@@ -155,6 +156,7 @@ fn fixture_full_config() {
     api.ip = Some(LAN);
     api.health = Some(HealthConfig {
         exec: Some(strings(&["/usr/local/bin/api-health", "deep"])),
+        native: None,
         interval: secs(10),
         ttl: 61,
         timeout: secs(3),
@@ -202,6 +204,7 @@ fn fixture_full_config() {
     expected.tags = vec!["metrics".to_string(), version_tag()];
     expected.health = Some(HealthConfig {
         exec: None,
+        native: None,
         interval: secs(5),
         ttl: 15,
         timeout: secs(5),
@@ -324,6 +327,7 @@ fn fixture_array_exec() {
     cache.ip = Some(LAN);
     cache.health = Some(HealthConfig {
         exec: Some(strings(&["/usr/bin/cache-cli", "ping"])),
+        native: None,
         interval: secs(4),
         ttl: 12,
         timeout: Duration::from_millis(1500),
@@ -396,7 +400,7 @@ fn fixture_smoke_test() {
         .collect();
     let ev = |code, source: &str, each| Trigger::Event {
         code,
-        source: source.to_string(),
+        sources: vec![source.to_string()],
         each,
     };
     assert_eq!(
@@ -1425,7 +1429,7 @@ fn when_semantics() {
         WhenConfig {
             trigger: Trigger::Event {
                 code: EventCode::StatusHealthy,
-                source: "b".into(),
+                sources: vec!["b".into()],
                 each: false,
             },
             timeout: Some(secs(90)),
@@ -1447,7 +1451,7 @@ fn when_semantics() {
         when("{once: 'startup'}").trigger,
         Trigger::Event {
             code: EventCode::Startup,
-            source: String::new(),
+            sources: vec![String::new()],
             each: false,
         }
     );

@@ -53,22 +53,7 @@ fn dur(d: Duration) -> String {
 }
 
 pub(super) fn event_config_name(code: EventCode) -> &'static str {
-    match code {
-        EventCode::Startup => "startup",
-        EventCode::Shutdown => "shutdown",
-        EventCode::ExitSuccess => "exitSuccess",
-        EventCode::ExitFailed => "exitFailed",
-        EventCode::Error => "error",
-        EventCode::Stopping => "stopping",
-        EventCode::Stopped => "stopped",
-        EventCode::StatusHealthy => "healthy",
-        EventCode::StatusUnhealthy => "unhealthy",
-        EventCode::StatusChanged => "changed",
-        EventCode::TimerExpired => "timerExpired",
-        EventCode::EnterMaintenance => "enterMaintenance",
-        EventCode::ExitMaintenance => "exitMaintenance",
-        EventCode::None | EventCode::Signal | EventCode::Metric | EventCode::Quit => "",
-    }
+    code.config_name()
 }
 
 /// A shell word for `/bin/sh -c`.
@@ -328,16 +313,21 @@ fn emit_job(o: &mut Out, job: &JobConfig, config: &Config, extras: &Extras) {
         o.line(3, &format!("health: {{{}}},", parts.join(", ")));
     }
     match &job.when.trigger {
-        Trigger::Event { code, source, each } => {
+        Trigger::Event {
+            code,
+            sources,
+            each,
+        } => {
             let kind = if *each { "each" } else { "once" };
             let name = quote(event_config_name(*code));
-            o.line(
-                3,
-                &format!("when: {{source: {}, {kind}: {name}}},", quote(source)),
-            );
+            let source = match &sources[..] {
+                [one] => quote(one),
+                many => quote_list(many),
+            };
+            o.line(3, &format!("when: {{source: {source}, {kind}: {name}}},"));
         }
         Trigger::Interval(d) => o.line(3, &format!("when: {{interval: {}}},", dur(*d))),
-        Trigger::Startup | Trigger::Signal(_) | Trigger::Never => {}
+        Trigger::Startup | Trigger::Signal(_) | Trigger::Never | Trigger::Cron(_) => {}
     }
     if let Some(t) = job.timeout {
         o.line(3, &format!("timeout: {},", dur(t)));

@@ -101,6 +101,7 @@ impl Translator<'_, '_> {
         // bounds it by the poll interval, as 3.8 does.
         job.health = Some(HealthConfig {
             exec: check,
+            native: None,
             interval,
             ttl,
             timeout: timeout.unwrap_or(interval),

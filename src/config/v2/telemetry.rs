@@ -90,6 +90,7 @@ impl Translator<'_, '_> {
         job.tags = tags;
         job.health = Some(HealthConfig {
             exec: None,
+            native: None,
             interval: secs(poll),
             ttl,
             timeout: secs(poll),

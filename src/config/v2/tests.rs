@@ -115,8 +115,13 @@ fn summary(j: &JobConfig) -> String {
     }
     match &j.when.trigger {
         Trigger::Startup => {}
-        Trigger::Event { code, source, each } => {
+        Trigger::Event {
+            code,
+            sources,
+            each,
+        } => {
             let kind = if *each { "each" } else { "once" };
+            let source = sources.join(",");
             s += &format!(" when={kind} {} {source}", event_config_name(*code));
         }
         Trigger::Interval(d) => s += &format!(" every={}", fmt(*d)),
