@@ -311,6 +311,10 @@ pub struct JobConfig {
     /// 2.x sensor: each line the job prints on stdout is a value for this metric
     /// (its full Prometheus name) instead of a log line.
     pub sensor: Option<String>,
+    /// Instead of `exec`: render a template to a file, inside the loop.
+    pub render: Option<RenderConfig>,
+    /// Instead of `exec`: signal another job's process group, inside the loop.
+    pub signal: Option<SignalJobConfig>,
     /// 1-based line of the job object in the config file (for messages).
     pub line: u32,
 }
@@ -336,6 +340,8 @@ impl JobConfig {
             raw: false,
             always_healthy: false,
             sensor: None,
+            render: None,
+            signal: None,
             line: 0,
         }
     }
@@ -343,6 +349,50 @@ impl JobConfig {
     pub fn is_advertised(&self) -> bool {
         self.port != 0
     }
+
+    /// Whether a run of this job does anything: a process, a render or a signal.
+    pub fn has_work(&self) -> bool {
+        self.exec.is_some() || self.runs_in_loop()
+    }
+
+    /// A render or signal job: its runs happen inside the loop, without a process.
+    pub fn runs_in_loop(&self) -> bool {
+        self.render.is_some() || self.signal.is_some()
+    }
+}
+
+/// `render: {template, dest, mode}`: what a render job writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderConfig {
+    /// As written in the config (relative paths are from the daemon's directory).
+    pub template: std::path::PathBuf,
+    pub dest: std::path::PathBuf,
+    /// File mode of `dest` (default 0o644).
+    pub mode: u32,
+    /// The template's text, read when the config is loaded (again on reload,
+    /// so an edited template is a changed job).
+    pub source: String,
+    /// What the template reads, each resolved to the watch that provides it.
+    pub reads: Vec<RenderRead>,
+}
+
+/// A `service "x"` or `key "p"` of a render template and the watch behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderRead {
+    pub kind: crate::config::template::RefKind,
+    /// The service name or key path as the template writes it.
+    pub name: String,
+    /// Template line of its first use.
+    pub line: usize,
+    /// The name of the watch that provides it.
+    pub watch: String,
+}
+
+/// `signal: {job, signal}`: what a signal job sends, and to whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalJobConfig {
+    pub job: String,
+    pub signal: nix::sys::signal::Signal,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

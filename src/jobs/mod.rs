@@ -47,6 +47,9 @@ pub enum Action {
     Spawn(ProcKind),
     /// Abandon the native probe in flight (the job is ending).
     StopProbe,
+    /// Run the job's render or signal now, inside the loop; the runtime
+    /// reports how it went with [`Job::on_run_done`] before anything else.
+    RunInLoop,
     /// SIGTERM to the process group of the running process of that kind.
     Terminate(ProcKind),
     /// SIGKILL to the process group of the running process of that kind.
@@ -66,6 +69,18 @@ pub enum Action {
     Log(crate::config::types::LogLevel, String),
     /// The job has finished its end sequence; it will never act again.
     Completed,
+}
+
+/// How a run inside the loop (a render or a signal job) went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Did its work (wrote the file, sent the signal): an `exitSuccess`.
+    Done,
+    /// A render whose output equals what it last wrote: nothing was written
+    /// and nothing is published, so nothing downstream reacts.
+    Unchanged,
+    /// An `exitFailed` and an `error` with this reason.
+    Failed(String),
 }
 
 /// `status` of 3.8; what `/status` prints.
@@ -182,7 +197,7 @@ pub fn hook_for(name: &str, all: &[JobConfig]) -> Option<String> {
         .filter(|o| {
             matches!(&o.when.trigger, Trigger::Event { code: EventCode::Stopping, sources, .. } if sources.iter().any(|s| s == name))
                 && o.name != name
-                && o.exec.is_some()
+                && o.has_work()
         })
         .map(|o| o.name.clone())
         .next_back()
@@ -325,7 +340,7 @@ impl Job {
                 code: EventCode::Stopping | EventCode::Stopped,
                 ..
             }
-        ) && self.cfg.exec.is_some()
+        ) && self.cfg.has_work()
     }
 
     /// Called once when the run begins, before `Startup` is published: arm tickers
@@ -574,19 +589,7 @@ impl Job {
                 }
             }
             EventCode::ExitSuccess | EventCode::ExitFailed if ev.source == name => {
-                if matches!(self.cfg.when.trigger, Trigger::Interval(_)) {
-                    return out;
-                }
-                if self.restarts_remain.take() {
-                    self.schedule_restart(world, &mut out);
-                } else if self.starts_remain.permits() && self.listening {
-                    // each/signal jobs wait for their next trigger
-                } else if self.exec_pid.is_none() && self.queued_starts == 0 {
-                    if self.status != Status::AlwaysHealthy && self.status != Status::Maintenance {
-                        self.status = Status::Unknown;
-                    }
-                    self.end(world, &mut out);
-                }
+                self.after_run(world, &mut out);
             }
             EventCode::Signal => {
                 if let Trigger::Signal(s) = self.cfg.when.trigger {
@@ -602,6 +605,24 @@ impl Job {
             }
         }
         out
+    }
+
+    /// A run of ours is over (its exit event came back, or a render found
+    /// nothing to change): restart, wait for the next trigger, or end.
+    fn after_run(&mut self, world: &World, out: &mut Vec<Action>) {
+        if matches!(self.cfg.when.trigger, Trigger::Interval(_)) {
+            return;
+        }
+        if self.restarts_remain.take() {
+            self.schedule_restart(world, out);
+        } else if self.starts_remain.permits() && self.listening {
+            // each/signal jobs wait for their next trigger
+        } else if self.exec_pid.is_none() && self.queued_starts == 0 {
+            if self.status != Status::AlwaysHealthy && self.status != Status::Maintenance {
+                self.status = Status::Unknown;
+            }
+            self.end(world, out);
+        }
     }
 
     fn on_start_event(&mut self, world: &World, out: &mut Vec<Action>) {
@@ -659,6 +680,12 @@ impl Job {
             if self.cfg.when.timeout.is_some() {
                 out.push(Action::Cancel(JobTimer::WaitTimeout));
             }
+        }
+        if self.cfg.runs_in_loop() {
+            // Over before anything else happens: never two runs at once.
+            self.started_at = Some(world.now);
+            out.push(Action::RunInLoop);
+            return;
         }
         if self.cfg.exec.is_none() {
             return;
@@ -859,6 +886,36 @@ impl Job {
             self.queued_starts -= 1;
             self.started_at = Some(world.now);
             out.push(Action::Spawn(ProcKind::Exec));
+        }
+        out
+    }
+
+    /// How the run the runtime just did for [`Action::RunInLoop`] went: the
+    /// events a process exit would publish, or for an unchanged render none
+    /// at all (the job still moves on as after any run).
+    pub fn on_run_done(&mut self, outcome: RunOutcome, world: &World) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase != Phase::Active && !matches!(self.phase, Phase::AwaitingHook(_)) {
+            return out;
+        }
+        let name = self.cfg.name.clone();
+        match outcome {
+            RunOutcome::Done => out.push(Action::Publish(Event::new(EventCode::ExitSuccess, name))),
+            RunOutcome::Failed(e) => {
+                out.push(Action::Publish(Event::new(
+                    EventCode::ExitFailed,
+                    name.clone(),
+                )));
+                out.push(Action::Publish(Event::new(
+                    EventCode::Error,
+                    format!("{name}: {e}"),
+                )));
+            }
+            RunOutcome::Unchanged => {
+                if self.phase == Phase::Active {
+                    self.after_run(world, &mut out);
+                }
+            }
         }
         out
     }

@@ -41,6 +41,10 @@ struct Sim {
     /// Native probes started / stopped, by job name.
     probes: Vec<String>,
     stopped_probes: Vec<String>,
+    /// Runs inside the loop (render/signal jobs), by job name.
+    in_loop: Vec<String>,
+    /// How the next in-loop runs go (`Done` once this is empty).
+    outcomes: VecDeque<RunOutcome>,
 }
 
 impl Sim {
@@ -61,6 +65,8 @@ impl Sim {
             next_pid: 100,
             probes: vec![],
             stopped_probes: vec![],
+            in_loop: vec![],
+            outcomes: VecDeque::new(),
         };
         for i in 0..s.jobs.len() {
             let a = s.drive(i, |j, w| j.begin(w));
@@ -130,6 +136,12 @@ impl Sim {
                     self.catalog.push((self.jobs[i].name().into(), a))
                 }
                 Action::Log(..) => {}
+                Action::RunInLoop => {
+                    self.in_loop.push(self.jobs[i].name().into());
+                    let outcome = self.outcomes.pop_front().unwrap_or(RunOutcome::Done);
+                    let acts = self.drive(i, |j, w| j.on_run_done(outcome, w));
+                    self.apply(i, acts);
+                }
             }
         }
     }
@@ -883,4 +895,122 @@ fn ending_a_job_drops_its_probe_without_waiting() {
     // a late result changes nothing
     s.probe("web", None);
     assert_eq!(s.saw(EventCode::ExitSuccess, "check.web"), 0);
+}
+
+fn render_job(name: &str) -> JobConfig {
+    let mut c = JobConfig::new(name, None);
+    c.render = Some(crate::config::types::RenderConfig {
+        template: "t.tmpl".into(),
+        dest: "out.conf".into(),
+        mode: 0o644,
+        source: String::new(),
+        reads: vec![],
+    });
+    c
+}
+
+fn signal_job(name: &str, target: &str) -> JobConfig {
+    let mut c = JobConfig::new(name, None);
+    c.signal = Some(crate::config::types::SignalJobConfig {
+        job: target.into(),
+        signal: nix::sys::signal::Signal::SIGHUP,
+    });
+    c
+}
+
+#[test]
+fn a_render_job_runs_in_the_loop_and_publishes_like_a_process() {
+    let mut r = render_job("conf");
+    r.when = when("watch.app", EventCode::StatusChanged, true);
+    let mut sig = signal_job("reload", "nginx");
+    sig.when = when("conf", EventCode::ExitSuccess, true);
+    let mut nginx = job("nginx");
+    nginx.when = when("conf", EventCode::ExitSuccess, false);
+    let mut s = Sim::new(vec![r, sig, nginx]);
+    s.startup();
+    assert!(s.in_loop.is_empty(), "waits for its trigger");
+    // a change: the file is written, the chain runs
+    s.publish(Event::new(EventCode::StatusChanged, "watch.app"));
+    assert_eq!(s.in_loop, ["conf", "reload"]);
+    assert_eq!(s.saw(EventCode::ExitSuccess, "conf"), 1);
+    assert_eq!(s.saw(EventCode::ExitSuccess, "reload"), 1);
+    assert_eq!(s.runs("nginx"), 1);
+    assert!(
+        s.spawns.iter().all(|(n, _)| n == "nginx"),
+        "no process for render or signal jobs"
+    );
+    // the same content: nothing published, nothing downstream runs
+    s.outcomes.push_back(RunOutcome::Unchanged);
+    let before = s.published.len();
+    s.publish(Event::new(EventCode::StatusChanged, "watch.app"));
+    assert_eq!(s.in_loop, ["conf", "reload", "conf"]);
+    assert_eq!(s.published.len(), before, "{:?}", &s.published[before..]);
+    // a failure: exitFailed and an error naming the template's place
+    s.outcomes.push_back(RunOutcome::Failed(
+        "template t.tmpl:3:7: error calling key: boom".into(),
+    ));
+    s.publish(Event::new(EventCode::StatusChanged, "watch.app"));
+    assert_eq!(s.saw(EventCode::ExitFailed, "conf"), 1);
+    assert_eq!(
+        s.saw(
+            EventCode::Error,
+            "conf: template t.tmpl:3:7: error calling key: boom"
+        ),
+        1
+    );
+    assert_eq!(s.in_loop.len(), 4, "no signal after a failed render");
+    // each job keeps waiting for the next change
+    assert!(!s.jobs[0].is_done() && !s.jobs[1].is_done());
+}
+
+#[test]
+fn a_once_render_job_ends_after_its_run_and_can_be_a_stop_hook() {
+    let mut app = job("app");
+    app.exec = Some(vec!["sleep".into()]);
+    let mut hook = render_job("farewell");
+    hook.when = when("app", EventCode::Stopping, false);
+    let mut s = Sim::new(vec![app, hook]);
+    assert_eq!(s.jobs[0].hook.as_deref(), Some("farewell"));
+    s.startup();
+    assert!(s.running("app"));
+    s.publish(Event::new(EventCode::Quit, "app"));
+    assert_eq!(s.in_loop, ["farewell"]);
+    assert!(s.jobs[1].is_done());
+    assert_eq!(s.terminated, [("app".to_string(), ProcKind::Exec)]);
+
+    // a startup render job with restarts and unchanged output still uses them up
+    let mut r = render_job("conf");
+    r.restarts = Restarts::Count(2);
+    let mut s = Sim::new(vec![r]);
+    s.outcomes.extend([RunOutcome::Done, RunOutcome::Unchanged]);
+    s.startup();
+    s.fire("conf", JobTimer::Restart);
+    s.fire("conf", JobTimer::Restart);
+    assert_eq!(s.in_loop.len(), 3);
+    assert_eq!(s.saw(EventCode::ExitSuccess, "conf"), 2);
+    assert!(s.jobs[0].is_done(), "it ends as a process job would");
+    assert_eq!(s.saw(EventCode::Stopped, "conf"), 1);
+}
+
+#[test]
+fn a_signal_job_without_a_target_process_fails() {
+    let mut sig = signal_job("reload", "nginx");
+    sig.when = when("SIGHUP", EventCode::Signal, true);
+    sig.when.trigger = Trigger::Signal(SignalName::Sighup);
+    let mut s = Sim::new(vec![sig]);
+    s.startup();
+    s.outcomes.push_back(RunOutcome::Failed(
+        "job \"nginx\" has no running process".into(),
+    ));
+    s.publish(Event::new(EventCode::Signal, "SIGHUP"));
+    assert_eq!(s.saw(EventCode::ExitFailed, "reload"), 1);
+    assert_eq!(
+        s.saw(
+            EventCode::Error,
+            "reload: job \"nginx\" has no running process"
+        ),
+        1
+    );
+    s.publish(Event::new(EventCode::Signal, "SIGHUP"));
+    assert_eq!(s.saw(EventCode::ExitSuccess, "reload"), 1);
 }

@@ -176,18 +176,24 @@ impl Runtime {
                 Response::json(200, format!("{{\"updated\":{changed}}}"))
             }
             Command::Signal { job, signal } => {
-                let Some(j) = self.jobs.iter().find(|j| j.name() == job && !j.is_done()) else {
+                use super::render::SignalFailure;
+                if self.live_job(&job).is_none() {
                     return Response::text(404, &format!("no job named {job:?}\n"));
-                };
+                }
                 let Some(sig) = control::parse_signal(&signal) else {
                     return Response::text(400, &format!("unknown signal {signal:?}\n"));
                 };
-                let Some(pid) = j.exec_pid else {
-                    return Response::text(409, &format!("job {job:?} has no running process\n"));
-                };
-                match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                match self.signal_job(&job, sig) {
                     Ok(()) => Response::text(200, "\n"),
-                    Err(e) => Response::text(409, &format!("cannot signal job {job:?}: {e}\n")),
+                    Err(SignalFailure::NoJob) => {
+                        Response::text(404, &format!("no job named {job:?}\n"))
+                    }
+                    Err(SignalFailure::NoProcess) => {
+                        Response::text(409, &format!("job {job:?} has no running process\n"))
+                    }
+                    Err(SignalFailure::Os(e)) => {
+                        Response::text(409, &format!("cannot signal job {job:?}: {e}\n"))
+                    }
                 }
             }
             Command::Reload => self.reload_from_file(),
@@ -355,6 +361,7 @@ impl Runtime {
             };
             self.jobs[idx] = Job::new(cfg, &self.cfg.jobs);
             self.completed.remove(self.jobs[idx].name());
+            self.forget_render(idx);
             self.cancel_job_timers(idx);
             let acts = {
                 let world = World {
@@ -411,7 +418,7 @@ impl Runtime {
 
     pub(super) fn status_json(&self) -> String {
         let mut jobs = Vec::new();
-        for j in &self.jobs {
+        for (i, j) in self.jobs.iter().enumerate() {
             if !self.cfg.jobs.iter().any(|c| c.name == j.cfg.name) {
                 continue; // removed by a reload
             }
@@ -429,6 +436,7 @@ impl Runtime {
                     Budget::Unlimited => None,
                     Budget::Left(n) => Some(n),
                 },
+                render: self.render_status(i),
             });
         }
         telemetry::status_json(crate::VERSION, &jobs, &self.watch_status())

@@ -9,6 +9,7 @@ mod control;
 mod listeners;
 mod pipes;
 pub mod reaper;
+mod render;
 pub mod server;
 pub mod timers;
 
@@ -111,6 +112,8 @@ pub struct Runtime {
     groups: HashMap<(usize, ProcKind), i32>,
     /// Native health probes in flight.
     probes: checks::Probes,
+    /// What each render job last wrote, by job index.
+    renders: HashMap<usize, render::RenderMemo>,
 }
 
 const HANDLED: [Signal; 6] = [
@@ -253,6 +256,7 @@ impl Runtime {
             pending: Vec::new(),
             groups: HashMap::new(),
             probes: checks::Probes::default(),
+            renders: HashMap::new(),
         })
     }
 
@@ -377,6 +381,10 @@ impl Runtime {
                     if let Some(more) = self.spawn(job, kind, now) {
                         queue.extend(more);
                     }
+                }
+                Action::RunInLoop => {
+                    let more = self.run_in_loop(job);
+                    queue.extend(more);
                 }
                 Action::Terminate(kind) | Action::Kill(kind) => {
                     let pid = match kind {

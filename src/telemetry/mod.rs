@@ -7,4 +7,4 @@ pub mod procstat;
 pub mod status;
 
 pub use metrics::{MetricError, Metrics, CONTENT_TYPE, SUMMARY_WINDOW};
-pub use status::{status_json, status_table, JobStatus, WatchStatus};
+pub use status::{status_json, status_table, JobStatus, RenderStatus, WatchStatus};

@@ -22,6 +22,33 @@ pub struct JobStatus {
     pub pid: Option<i32>,
     /// Restarts left; `None` = unlimited.
     pub restarts_left: Option<u32>,
+    /// Render jobs: what the last render did.
+    pub render: Option<RenderStatus>,
+}
+
+/// A render job's last render (`Render` in its entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderStatus {
+    pub dest: String,
+    /// RFC 3339 UTC time of the last render; `None` before the first.
+    pub last_render: Option<String>,
+    /// `written`, `unchanged` or `failed`.
+    pub result: Option<&'static str>,
+    /// Why the last render failed.
+    pub error: Option<String>,
+    /// `fnv1a64:<16 hex digits>` of the content last written.
+    pub hash: Option<String>,
+}
+
+fn render_json(r: &RenderStatus) -> String {
+    format!(
+        ",\"Render\":{{\"Dest\":{},\"LastRender\":{},\"Result\":{},\"Error\":{},\"Hash\":{}}}",
+        js(&r.dest),
+        opt_js(r.last_render.as_deref().map(js)),
+        opt_js(r.result.map(js)),
+        opt_js(r.error.as_deref().map(js)),
+        opt_js(r.hash.as_deref().map(js)),
+    )
 }
 
 /// One watch as the status page shows it (`WatchDetails`); `Watches` keeps the
@@ -83,8 +110,9 @@ fn extras(j: &JobStatus) -> String {
         .restarts_left
         .map_or_else(|| js("unlimited"), |n| n.to_string());
     let depends = (!j.depends_on.is_empty()).then(|| js(&j.depends_on.join(",")));
+    let render = j.render.as_ref().map(render_json).unwrap_or_default();
     format!(
-        "\"DependsOn\":{},\"WaitingFor\":{},\"NextRun\":{},\"Pid\":{},\"Restarts\":{}",
+        "\"DependsOn\":{},\"WaitingFor\":{},\"NextRun\":{},\"Pid\":{},\"Restarts\":{}{render}",
         opt_js(depends),
         list(j.waiting_for.iter().map(|w| js(w)).collect()),
         opt_js(j.next_run.as_deref().map(js)),
@@ -305,6 +333,7 @@ mod tests {
                 next_run: None,
                 pid: Some(42),
                 restarts_left: None,
+                render: None,
             },
             JobStatus {
                 name: "setup".into(),
@@ -317,6 +346,7 @@ mod tests {
                 next_run: None,
                 pid: None,
                 restarts_left: Some(0),
+                render: None,
             },
             JobStatus {
                 name: "containerpilot".into(),
@@ -329,6 +359,7 @@ mod tests {
                 next_run: None,
                 pid: None,
                 restarts_left: Some(3),
+                render: None,
             },
         ]
     }
@@ -356,6 +387,34 @@ mod tests {
                 failing: true,
             },
         ]
+    }
+
+    #[test]
+    fn render_jobs_show_their_last_render() {
+        let mut job = sample().remove(1);
+        job.render = Some(RenderStatus {
+            dest: "/etc/nginx/nginx.conf".into(),
+            last_render: None,
+            result: None,
+            error: None,
+            hash: None,
+        });
+        let out = status_json("3.9.0", std::slice::from_ref(&job), &[]);
+        assert!(out.contains(r#""Restarts":0,"Render":{"Dest":"/etc/nginx/nginx.conf","LastRender":null,"Result":null,"Error":null,"Hash":null}}"#), "{out}");
+        job.render = Some(RenderStatus {
+            dest: "/x".into(),
+            last_render: Some("2026-12-05T18:49:54.5Z".into()),
+            result: Some("failed"),
+            error: Some("template t:1:2: boom \"x\"".into()),
+            hash: Some("fnv1a64:00000000000000ff".into()),
+        });
+        let out = status_json("3.9.0", &[job], &[]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let r = &v["Jobs"][0]["Render"];
+        assert_eq!(r["Result"], "failed");
+        assert_eq!(r["Error"], "template t:1:2: boom \"x\"");
+        assert_eq!(r["Hash"], "fnv1a64:00000000000000ff");
+        assert_eq!(r["LastRender"], "2026-12-05T18:49:54.5Z");
     }
 
     #[test]

@@ -5,8 +5,9 @@ use crate::config::reader::{Dialect, Reader, NUL_RULE};
 use crate::config::types::{ControlConfig, LogFormat, LogLevel, LogOutput, LoggingConfig};
 use std::path::PathBuf;
 
-/// A control socket mode: up to four octal digits, at most 0777.
-fn parse_mode(s: &str) -> Option<u32> {
+/// A file mode (control socket, render job's file): up to four octal
+/// digits, at most 0777.
+pub(super) fn parse_mode(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 4 || !s.chars().all(|c| matches!(c, '0'..='7')) {
         return None;
     }

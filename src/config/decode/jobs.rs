@@ -105,12 +105,19 @@ pub(in crate::config) fn source_site(root: &Spanned, job_line: u32, name: &str) 
 }
 
 impl Reader<'_, '_> {
-    pub(super) fn jobs(&mut self, v: &Spanned, telemetry_on: bool) -> Vec<JobConfig> {
+    /// The jobs, and the path each was read at (for checks made once the
+    /// watches are known).
+    pub(super) fn jobs(
+        &mut self,
+        v: &Spanned,
+        telemetry_on: bool,
+    ) -> (Vec<JobConfig>, Vec<String>) {
         let Value::Array(items) = &v.value else {
             self.expected("jobs", v, "an array");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut jobs = Vec::new();
+        let mut paths = Vec::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if matches!(item.value, Value::Null) {
@@ -133,14 +140,18 @@ impl Reader<'_, '_> {
                 }
             }
             jobs.push(job);
+            paths.push(path);
         }
-        jobs
+        self.check_signal_targets(&jobs, &paths);
+        (jobs, paths)
     }
 
     fn job(&mut self, v: &Spanned, path: &str) -> Option<JobConfig> {
-        const KEYS: [&str; 15] = [
+        const KEYS: [&str; 17] = [
             "name",
             "exec",
+            "render",
+            "signal",
             "port",
             "initial_status",
             "interfaces",
@@ -161,6 +172,19 @@ impl Reader<'_, '_> {
             Some(e) => self.command(e, &f.path("exec")),
             None => None,
         };
+        let render = match f.get("render") {
+            Some(r) => self.render(r, &f.path("render")),
+            None => None,
+        };
+        let signal = match f.get("signal") {
+            Some(s) => self.signal_job(s, &f.path("signal")),
+            None => None,
+        };
+        let work = ["exec", "render", "signal"];
+        if work.iter().filter(|k| f.get(k).is_some()).count() > 1 {
+            let msg = "can have only one of 'exec', 'render' or 'signal'";
+            self.err(path, v.line, msg);
+        }
         let port = self.port(&f, 0);
         let health = self.health(&f);
         if port != 0 && f.get("health").is_none() {
@@ -200,6 +224,8 @@ impl Reader<'_, '_> {
             raw,
             always_healthy: false,
             sensor: None,
+            render,
+            signal,
             line: v.line,
         };
         // Discovery fields are not even parsed for jobs that are not advertised.

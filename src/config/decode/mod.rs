@@ -9,6 +9,7 @@
 //! | file           | keys                                   |
 //! |----------------|----------------------------------------|
 //! | `jobs.rs`      | `jobs[]` (health, when, restarts, ...) |
+//! | `render.rs`    | `jobs[].render`, `jobs[].signal`       |
 //! | `watches.rs`   | `watches[]`                            |
 //! | `telemetry.rs` | `telemetry` (+ its `containerpilot` job)|
 //! | `catalog.rs`   | `consul`, `etcd`                       |
@@ -20,6 +21,7 @@
 mod catalog;
 mod control;
 mod jobs;
+mod render;
 mod telemetry;
 mod watches;
 
@@ -109,12 +111,14 @@ impl Reader<'_, '_> {
             config.control = self.control(v);
         }
         let telemetry_on = top("telemetry").is_some();
+        let mut job_paths = Vec::new();
         if let Some(v) = top("jobs") {
-            config.jobs = self.jobs(v, telemetry_on);
+            (config.jobs, job_paths) = self.jobs(v, telemetry_on);
         }
         if let Some(v) = top("watches") {
             config.watches = self.watches(v, top("etcd").is_some());
         }
+        self.resolve_render_reads(&mut config.jobs, &job_paths, &config.watches);
         if let Some(v) = top("telemetry") {
             if let Some(t) = self.telemetry(v) {
                 config.jobs.push(telemetry::telemetry_job(&t, v.line));
