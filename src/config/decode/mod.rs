@@ -118,7 +118,8 @@ impl Reader<'_, '_> {
         if let Some(v) = top("watches") {
             config.watches = self.watches(v, top("etcd").is_some());
         }
-        self.resolve_render_reads(&mut config.jobs, &job_paths, &config.watches);
+        let etcd = config.etcd.is_some();
+        self.resolve_render_reads(&mut config.jobs, &job_paths, &config.watches, etcd);
         if let Some(v) = top("telemetry") {
             if let Some(t) = self.telemetry(v) {
                 config.jobs.push(telemetry::telemetry_job(&t, v.line));

@@ -75,10 +75,25 @@ fn dest_problem(dest: &Path) -> Option<String> {
 }
 
 /// The watch that provides `r`: a service watch by name (or consul-template's
-/// `tag.name@dc` matched against a watch's name, tag and dc), a key watch by key.
-fn providing_watch<'w>(r: &RenderRead, watches: &'w [WatchConfig]) -> Option<&'w WatchConfig> {
+/// `tag.name@dc` matched against a watch's name, tag and dc), a key watch by
+/// key (on Consul a leading `/` does not count, as for the watch itself).
+fn providing_watch<'w>(
+    r: &RenderRead,
+    watches: &'w [WatchConfig],
+    etcd: bool,
+) -> Option<&'w WatchConfig> {
+    let key_of = |k: &'w str| if etcd { k } else { k.trim_start_matches('/') };
     match r.kind {
-        RefKind::Key => watches.iter().find(|w| w.key.as_deref() == Some(&r.name)),
+        RefKind::Key => {
+            let want = if etcd {
+                r.name.as_str()
+            } else {
+                r.name.trim_start_matches('/')
+            };
+            watches
+                .iter()
+                .find(|w| w.key.as_deref().map(key_of) == Some(want))
+        }
         RefKind::Service => {
             let services = || watches.iter().filter(|w| w.key.is_none());
             if let Some(w) = services().find(|w| w.name == r.name) {
@@ -234,19 +249,20 @@ impl Reader<'_, '_> {
     }
 
     /// Binds every `service`/`key` a render template reads to the watch that
-    /// provides it; one no watch provides is an error naming the template's
+    /// provides it (`etcd`: the catalog is etcd, where keys are byte-exact); one no watch provides is an error naming the template's
     /// file and line. `paths[i]` is where `jobs[i]` was read.
     pub(super) fn resolve_render_reads(
         &mut self,
         jobs: &mut [JobConfig],
         paths: &[String],
         watches: &[WatchConfig],
+        etcd: bool,
     ) {
         for (job, path) in jobs.iter_mut().zip(paths) {
             let line = job.line;
             let Some(r) = &mut job.render else { continue };
             for read in &mut r.reads {
-                match providing_watch(read, watches) {
+                match providing_watch(read, watches, etcd) {
                     Some(w) => read.watch = w.name.clone(),
                     None => {
                         let hint = match read.kind {
@@ -374,6 +390,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.jobs[0].render.as_ref().unwrap().mode, 0o644);
+        // Consul drops a leading `/` from a watched key; etcd keys are exact
+        let t2 = d.file("k.tmpl", "{{ key \"/cfg/lb\" }}");
+        let src = |catalog: &str| {
+            format!(
+                r#"{{ {catalog} jobs: [ {{ name: "x", render: {{ template: {t2:?}, dest: {dest:?} }} }} ],
+                    watches: [ {{ name: "lbcfg", key: "cfg/lb", interval: 1 }} ] }}"#
+            )
+        };
+        let c = load(&src("consul: \"localhost:8500\",")).unwrap();
+        assert_eq!(c.jobs[0].render.as_ref().unwrap().reads[0].watch, "lbcfg");
+        let errs = load(&src("etcd: { endpoints: [\"http://127.0.0.1:2379\"] },")).unwrap_err();
+        assert!(
+            errs[0].contains("key \"/cfg/lb\" is not watched"),
+            "{errs:?}"
+        );
     }
 
     #[test]
