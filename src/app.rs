@@ -25,7 +25,7 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Command::Template { out } => template(cli.config.as_deref(), out.as_deref(), &env),
-        Command::Validate => validate(cli.config.as_deref(), &env),
+        Command::Validate => validate(cli.config.as_deref(), cli.strict, &env),
         Command::Graph => graph(cli.config.as_deref(), &env),
         Command::Convert => convert(cli.config.as_deref(), &env),
         Command::Run => {
@@ -37,6 +37,7 @@ pub fn main(args: Vec<String>) -> i32 {
                 args: cli.app,
                 name: cli.main_name,
                 prefer_v2: false,
+                strict: cli.strict,
             };
             run(cli.config.as_deref(), env, app)
         }
@@ -142,7 +143,7 @@ fn template(path: Option<&str>, out: Option<&str>, env: &BTreeMap<String, String
     }
 }
 
-fn validate(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
+fn validate(path: Option<&str>, strict: bool, env: &BTreeMap<String, String>) -> i32 {
     let path = match config_path(path) {
         Ok(p) => p,
         Err(e) => {
@@ -150,8 +151,15 @@ fn validate(path: Option<&str>, env: &BTreeMap<String, String>) -> i32 {
             return 1;
         }
     };
-    match config::load(path, env) {
+    let app = config::MainApp {
+        strict,
+        ..Default::default()
+    };
+    match config::load_with(path, env, &app) {
         Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("{path}: warning: {w}");
+            }
             let catalog = match &cfg.consul {
                 Some(c) => format!("consul at {}://{}", c.scheme, c.address),
                 None => "none".to_string(),
@@ -226,6 +234,9 @@ fn run(path: Option<&str>, env: BTreeMap<String, String>, app: config::MainApp) 
     if let Err(e) = crate::logging::configure(&cfg.logging) {
         eprintln!("containerpilot: {e}");
         return 1;
+    }
+    for w in &cfg.warnings {
+        log::warn!("{path}: {w}");
     }
     if crate::logging::enabled(crate::config::types::LogLevel::Debug) {
         log::debug!("loaded config: {cfg:?}");

@@ -46,6 +46,9 @@ pub struct Cli {
     pub app: Vec<String>,
     /// `-main-name`: the job name of that application (default `app`).
     pub main_name: Option<String>,
+    /// `-strict`: config warnings (a repeated job name) are errors, for
+    /// `-validate` and for the daemon (start-up and reloads).
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +70,10 @@ pub const USAGE: &str = "Usage of containerpilot:
   -out string
         file path where to save rendered JSON config file (\"-\" or empty = stdout)
   -validate (alias -check)
-        load, render and validate the config, print every error found
+        load, render and validate the config, print every error and warning found
+  -strict
+        treat config warnings (a repeated job name) as errors, with -validate or
+        when running
   -graph
         print the job and watch dependency graph (Graphviz DOT) and quit
   -version
@@ -116,6 +122,7 @@ struct Raw {
     signal: Option<String>,
     main_name: Option<String>,
     convert: bool,
+    strict: bool,
 }
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
@@ -219,6 +226,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
             "ping" => raw.ping = bool_flag(inline)?,
             "status" => raw.status = bool_flag(inline)?,
             "json" => raw.json = bool_flag(inline)?,
+            "strict" => raw.strict = bool_flag(inline)?,
             _ => {
                 return Err(UsageError(format!(
                     "flag provided but not defined: -{name}"
@@ -296,6 +304,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Cli, UsageEr
         command,
         app,
         main_name: raw.main_name,
+        strict: raw.strict,
     })
 }
 
@@ -330,6 +339,19 @@ mod tests {
         assert_eq!(cli.config.as_deref(), Some("/e"));
         let cli = parse(&["-config".into(), "/f".into()], Some("/e".into())).unwrap();
         assert_eq!(cli.config.as_deref(), Some("/f"));
+    }
+
+    #[test]
+    fn strict_goes_with_validate_or_run() {
+        let cli = p(&["-validate", "-strict", "-config", "x"]).unwrap();
+        assert_eq!(cli.command, Command::Validate);
+        assert!(cli.strict);
+        let cli = p(&["--strict=false", "-check"]).unwrap();
+        assert!(!cli.strict);
+        let cli = p(&["-strict", "-config", "x"]).unwrap();
+        assert_eq!(cli.command, Command::Run);
+        assert!(cli.strict);
+        assert!(!p(&["-validate"]).unwrap().strict);
     }
 
     #[test]

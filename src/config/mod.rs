@@ -124,6 +124,8 @@ pub struct MainApp {
     /// The running config is 2.x: a file with only keys both generations share
     /// (`consul`, `logging`, ...) is read as 2.x too (a SIGHUP reload in 2.x mode).
     pub prefer_v2: bool,
+    /// `-strict`: warnings (a repeated job name) are errors.
+    pub strict: bool,
 }
 
 /// Keys only a 3.x config can have.
@@ -167,7 +169,7 @@ fn parse_rendered_with(
     let main = (!args.is_empty()).then_some(args.as_slice());
     let is_v2 = v2::is_v2(&root).map_err(|e| LoadError::Invalid(vec![e]))?
         || (app.prefer_v2 && !has_v3_only_keys(&root));
-    with_env(env, |load_env| {
+    let cfg = with_env(env, |load_env| {
         if is_v2 {
             return v2::translate(&root, load_env, main).map_err(LoadError::Invalid);
         }
@@ -177,7 +179,11 @@ fn parse_rendered_with(
         }
         check_dependencies(&root, &cfg)?;
         Ok(cfg)
-    })
+    })?;
+    if app.strict && !cfg.warnings.is_empty() {
+        return Err(LoadError::Invalid(cfg.warnings));
+    }
+    Ok(cfg)
 }
 
 /// Sources that name nothing and jobs that wait on each other forever are

@@ -211,6 +211,9 @@ pub const NUL_RULE: &str = "must not contain a NUL byte";
 /// stopping at the first.
 pub struct Reader<'e, 'a> {
     pub errors: Vec<ConfigError>,
+    /// Accepted but worth telling (`-validate` prints them, the daemon logs
+    /// them, `-strict` turns them into errors).
+    pub warnings: Vec<ConfigError>,
     pub env: &'e LoadEnv<'a>,
     pub dialect: Dialect,
     /// Keys accepted and ignored (2.x's unexported fields), as paths.
@@ -221,6 +224,7 @@ impl<'e, 'a> Reader<'e, 'a> {
     pub fn new(env: &'e LoadEnv<'a>, dialect: Dialect) -> Self {
         Reader {
             errors: Vec::new(),
+            warnings: Vec::new(),
             env,
             dialect,
             ignored: Vec::new(),
@@ -238,6 +242,14 @@ impl<'e, 'a> Reader<'e, 'a> {
 
     pub fn err(&mut self, path: &str, line: u32, msg: impl Into<String>) {
         self.errors.push(ConfigError {
+            path: path.to_string(),
+            line: Some(line),
+            msg: msg.into(),
+        });
+    }
+
+    pub fn warn(&mut self, path: &str, line: u32, msg: impl Into<String>) {
+        self.warnings.push(ConfigError {
             path: path.to_string(),
             line: Some(line),
             msg: msg.into(),

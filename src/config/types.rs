@@ -26,6 +26,8 @@ pub struct Config {
     pub compat: Compat,
     /// Shim mode: whose exit ends the daemon, and with what code.
     pub exit_policy: Option<ExitPolicy>,
+    /// What loading accepted but reports (a repeated job name): path, line, text.
+    pub warnings: Vec<crate::config::reader::ConfigError>,
 }
 
 impl Config {
@@ -42,6 +44,7 @@ impl Config {
             control: ControlConfig::default(),
             compat,
             exit_policy: None,
+            warnings: Vec::new(),
         }
     }
 }

@@ -234,7 +234,11 @@ impl UserValue {
     }
 }
 
+#[derive(Clone)]
 struct UserMetric {
+    /// The definition it was built from: a reload keeps the metric (and its
+    /// value) only while this stays the same.
+    cfg: MetricConfig,
     full_name: String,
     legacy_name: String,
     value: UserValue,
@@ -267,6 +271,7 @@ impl UserMetric {
             }
         };
         Ok(UserMetric {
+            cfg: cfg.clone(),
             legacy_name: cfg.legacy_name(),
             full_name,
             value,
@@ -275,11 +280,18 @@ impl UserMetric {
 }
 
 pub struct Metrics {
+    /// Built-ins and process figures: never replaced.
     registry: Registry,
+    /// Names the built-in registry holds; a user metric may not take one.
+    builtin_names: Vec<String>,
     events: CounterVec,
     control_requests: CounterVec,
     watch_instances: GaugeVec,
     catalog_requests: RequestCounts,
+    /// User metrics live in a registry of their own, built anew by a reload: a
+    /// prometheus registry never forgets a name's help text, so a changed help
+    /// could not be registered again in the same one.
+    user_registry: Registry,
     user: Vec<UserMetric>,
 }
 
@@ -325,74 +337,69 @@ impl Metrics {
         registry
             .register(Box::new(watch_instances.clone()))
             .map_err(builtin)?;
-        registry
-            .register(Box::new(ProcessCollector::new()))
-            .map_err(builtin)?;
+        let process = ProcessCollector::new();
         let catalog_requests = RequestCounts::default();
-        registry
-            .register(Box::new(
-                CatalogRequests::new(catalog_requests.clone()).map_err(builtin)?,
-            ))
-            .map_err(builtin)?;
+        let catalog = CatalogRequests::new(catalog_requests.clone()).map_err(builtin)?;
+        let builtin_names = [
+            events.desc(),
+            control_requests.desc(),
+            watch_instances.desc(),
+            process.desc(),
+            catalog.desc(),
+        ]
+        .iter()
+        .flatten()
+        .map(|d| d.fq_name.clone())
+        .collect();
+        registry.register(Box::new(process)).map_err(builtin)?;
+        registry.register(Box::new(catalog)).map_err(builtin)?;
         let mut metrics = Metrics {
             registry,
+            builtin_names,
             events,
             control_requests,
             watch_instances,
             catalog_requests,
+            user_registry: Registry::new(),
             user: Vec::new(),
         };
-        metrics.user = metrics.register_user(user)?;
+        metrics.reload_user(user)?;
         Ok(metrics)
     }
 
-    /// Replaces the user metrics (their values start from zero, as in 3.8);
-    /// built-in values are kept. On error the previous user metrics stay.
+    /// Replaces the user metrics. A metric whose definition is unchanged keeps
+    /// its value (SPEC §3.10; 3.8 zeroed them); a changed one starts from zero,
+    /// a removed one disappears. Built-in values are kept. On error nothing
+    /// changes.
     pub fn reload_user(&mut self, user: &[MetricConfig]) -> Result<(), MetricError> {
-        let old = std::mem::take(&mut self.user);
-        self.unregister(&old);
-        match self.register_user(user) {
-            Ok(new) => {
-                self.user = new;
-                Ok(())
-            }
-            Err(e) => {
-                for m in &old {
-                    // Re-registering what was registered a moment ago cannot clash.
-                    let _ = self.registry.register(m.value.collector());
-                }
-                self.user = old;
-                Err(e)
+        let mut list = Vec::with_capacity(user.len());
+        for cfg in last_wins(user) {
+            match self.user.iter().find(|m| m.cfg == *cfg) {
+                // a clone shares the value
+                Some(kept) => list.push(kept.clone()),
+                None => list.push(UserMetric::build(cfg)?),
             }
         }
-    }
-
-    fn unregister(&self, list: &[UserMetric]) {
-        for m in list {
-            let _ = self.registry.unregister(m.value.collector());
-        }
-    }
-
-    /// Creates every metric first, then registers them; a registration failure
-    /// rolls back the ones already registered.
-    fn register_user(&self, user: &[MetricConfig]) -> Result<Vec<UserMetric>, MetricError> {
-        let mut list: Vec<UserMetric> = Vec::with_capacity(user.len());
-        for cfg in user {
-            let m = UserMetric::build(cfg)?;
-            list.retain(|old| old.full_name != m.full_name);
-            list.push(m);
-        }
-        for (i, m) in list.iter().enumerate() {
-            if let Err(e) = self.registry.register(m.value.collector()) {
-                self.unregister(&list[..i]);
+        let registry = Registry::new();
+        for m in &list {
+            let taken = self.builtin_names.contains(&m.full_name);
+            let res = if taken {
+                Err("the name belongs to a built-in metric".to_string())
+            } else {
+                registry
+                    .register(m.value.collector())
+                    .map_err(|e| reason(&e))
+            };
+            if let Err(why) = res {
                 return Err(MetricError::Invalid(format!(
-                    "metric {:?}: cannot register: {}",
-                    m.full_name,
-                    reason(&e)
+                    "metric {:?}: cannot register: {why}",
+                    m.full_name
                 )));
             }
         }
-        Ok(list)
+        self.user = list;
+        self.user_registry = registry;
+        Ok(())
     }
 
     /// The Prometheus name wins over a legacy key that happens to equal it.
@@ -477,7 +484,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let encoder = TextEncoder::new();
         let mut out = Vec::new();
-        for mf in self.registry.gather() {
+        let mut families = self.registry.gather();
+        families.extend(self.user_registry.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        for mf in families {
             // One malformed family must not blank the whole scrape.
             let mut one = Vec::new();
             if encoder.encode(std::slice::from_ref(&mf), &mut one).is_ok() {
@@ -489,6 +499,18 @@ impl Metrics {
 }
 
 /// The crate's text without its "Error: " prefix, for one-line messages.
+/// Two definitions with one Prometheus name: the last one wins (3.8
+/// re-registered over the first), in the place of the last.
+fn last_wins(user: &[MetricConfig]) -> Vec<&MetricConfig> {
+    let mut list: Vec<&MetricConfig> = Vec::with_capacity(user.len());
+    for cfg in user {
+        let name = cfg.full_name();
+        list.retain(|old| old.full_name() != name);
+        list.push(cfg);
+    }
+    list
+}
+
 fn reason(e: &prometheus::Error) -> String {
     match e {
         prometheus::Error::Msg(s) => s.clone(),
@@ -818,6 +840,48 @@ mod tests {
                 "containerpilot_app_some_counter".into()
             ))
         );
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_metrics_with_their_values_and_resets_changed_ones() {
+        let mut m = Metrics::new(&sample()).unwrap();
+        m.apply(&up(&[
+            ("free_memory", json!(42)),
+            ("containerpilot_app_some_counter", json!(5)),
+        ]))
+        .unwrap();
+        m.record_event(&Event::global(EventCode::Startup));
+        // same list: everything stays
+        m.reload_user(&sample()).unwrap();
+        assert!(has(&m, "free_memory 42"), "{}", m.render());
+        assert!(has(&m, "containerpilot_app_some_counter 5"));
+        // the counter's help changes and a metric is added: only the counter
+        // starts again; the gauge keeps its value, the new one starts at 0
+        let mut changed = sample();
+        for c in changed.iter_mut() {
+            if c.name == "some_counter" {
+                c.help = "another help".into();
+            }
+        }
+        changed.push(cfg("", "", "added", MetricKind::Gauge));
+        m.reload_user(&changed).unwrap();
+        assert!(has(&m, "free_memory 42"));
+        assert!(has(&m, "containerpilot_app_some_counter 0"));
+        assert!(m.render().contains("# HELP containerpilot_app_some_counter another help\n"));
+        assert!(has(&m, "added 0"));
+        // removed: gone, and updates to it are refused
+        m.reload_user(&[cfg("", "", "added", MetricKind::Gauge)]).unwrap();
+        assert!(!m.render().contains("free_memory"));
+        assert!(m.apply(&up(&[("free_memory", json!(1))])).is_err());
+        assert!(has(
+            &m,
+            "containerpilot_events{code=\"Startup\",source=\"global\"} 1"
+        ));
+        // a type change under the same name is a new metric
+        m.apply(&up(&[("added", json!(7))])).unwrap();
+        m.reload_user(&[cfg("", "", "added", MetricKind::Counter)]).unwrap();
+        assert!(m.render().contains("# TYPE added counter\n"));
+        assert!(has(&m, "added 0"));
     }
 
     #[test]

@@ -29,6 +29,19 @@ pub(super) fn with_default_interfaces(list: Vec<String>) -> Vec<String> {
     }
 }
 
+/// The text of a repeated job (or 2.x service) name warning.
+pub(in crate::config) fn duplicate_name_warning(
+    kind: &str,
+    name: &str,
+    first_path: &str,
+    first_line: u32,
+) -> String {
+    format!(
+        "duplicate {kind} name '{name}' (also {first_path}.name at line {first_line}): \
+         both run as separate {kind}s sharing the name (see README, duplicate names)"
+    )
+}
+
 /// Whether `when.<key>` is set (restarts "unlimited" is refused next to
 /// `each` and `cron`).
 fn when_has(job: &Fields, key: &str) -> bool {
@@ -48,7 +61,7 @@ fn when_has(job: &Fields, key: &str) -> bool {
 }
 
 /// Line of a named key's value in an object, exact or case-folded.
-fn field_line(v: &Spanned, name: &str) -> Option<u32> {
+pub(in crate::config) fn field_line(v: &Spanned, name: &str) -> Option<u32> {
     let Value::Object(entries) = &v.value else {
         return None;
     };
@@ -118,7 +131,8 @@ impl Reader<'_, '_> {
         };
         let mut jobs = Vec::new();
         let mut paths = Vec::new();
-        let mut seen: Vec<(String, String)> = Vec::new();
+        // (name, path, line) of the first job with each name
+        let mut seen: Vec<(String, String, u32)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if matches!(item.value, Value::Null) {
                 continue;
@@ -132,11 +146,12 @@ impl Reader<'_, '_> {
                 let msg = "'containerpilot' is reserved for the telemetry service";
                 self.err(&join(&path, "name"), name_line, msg);
             } else if !job.name.trim().is_empty() {
-                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == job.name) {
-                    let msg = format!("duplicate job name '{}' (first used by {first})", job.name);
-                    self.err(&join(&path, "name"), name_line, msg);
+                // 3.8 ran both jobs (configs in the wild rely on it): a warning.
+                if let Some((_, first, line)) = seen.iter().find(|(n, _, _)| *n == job.name) {
+                    let msg = duplicate_name_warning("job", &job.name, first, *line);
+                    self.warn(&join(&path, "name"), name_line, msg);
                 } else {
-                    seen.push((job.name.clone(), path.clone()));
+                    seen.push((job.name.clone(), path.clone(), name_line));
                 }
             }
             jobs.push(job);

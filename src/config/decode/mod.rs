@@ -30,7 +30,7 @@ mod tests;
 
 pub use super::reader::{ConfigError, LoadEnv};
 pub(super) use catalog::DEFAULT_ETCD_PREFIX;
-pub(super) use jobs::{is_service_name, source_site};
+pub(super) use jobs::{duplicate_name_warning, field_line, is_service_name, source_site};
 
 use super::json5::{Spanned, Value};
 use super::reader::{Dialect, Reader};
@@ -52,7 +52,8 @@ pub(super) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn decode(root: &Spanned, env: &LoadEnv) -> Result<Config, Vec<ConfigError>> {
     let mut r = Reader::new(env, Dialect::V3);
-    let config = r.config(root);
+    let mut config = r.config(root);
+    config.warnings = std::mem::take(&mut r.warnings);
     r.finish(config)
 }
 

@@ -617,10 +617,6 @@ fn invalid_fixtures() {
             include_str!("../../../tests/fixtures/config/invalid/job-name-reserved.json5"),
         ),
         (
-            "job-name-duplicate",
-            include_str!("../../../tests/fixtures/config/invalid/job-name-duplicate.json5"),
-        ),
-        (
             "job-exec-empty-string",
             include_str!("../../../tests/fixtures/config/invalid/job-exec-empty-string.json5"),
         ),
@@ -959,6 +955,7 @@ fn empty_config_gets_all_defaults() {
             control: ControlConfig::default(),
             compat: Compat::V3,
             exit_policy: None,
+            warnings: Vec::new(),
         }
     );
 }
@@ -1596,4 +1593,28 @@ fn job_line_is_the_object_line() {
     let c = load("{\n  jobs: [\n    {name: 'a'},\n\n    {\n      name: 'b'\n    }\n  ]\n}");
     let lines: Vec<u32> = c.jobs.iter().map(|j| j.line).collect();
     assert_eq!(lines, [3, 5]);
+}
+
+#[test]
+fn repeated_job_name_is_a_warning_naming_both_places_and_both_jobs_are_kept() {
+    let c = load(
+        r#"{
+  jobs: [
+    { name: "web", exec: "/bin/a" },
+    { name: "web",
+      exec: "/bin/b" },
+  ],
+}"#,
+    );
+    let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["web", "web"]);
+    let warnings: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "line 4: jobs[1].name: duplicate job name 'web' (also jobs[0].name at line 3)"
+        ),
+        "{warnings:?}"
+    );
+    assert!(load(r#"{ jobs: [ { name: "a", exec: "x" } ] }"#).warnings.is_empty());
 }

@@ -4,6 +4,7 @@
 
 use super::{plain_job, secs, Translator, DEFAULT_INTERFACE, MIN_TIMEOUT};
 use crate::config::json5::{Spanned, Value};
+use crate::config::decode::{duplicate_name_warning, field_line};
 use crate::config::reader::{go_format, join, Fields};
 use crate::config::types::*;
 use crate::events::EventCode;
@@ -42,6 +43,8 @@ impl Translator<'_, '_> {
 
     pub(super) fn services(&mut self, v: &Spanned) -> Vec<JobConfig> {
         let mut jobs: Vec<JobConfig> = Vec::new();
+        // (path, line) of the first service with each name
+        let mut first: Vec<(String, u32)> = Vec::new();
         for (path, item) in self.items(v, "services") {
             let Some(job) = self.service(item, &path) else {
                 continue;
@@ -49,13 +52,17 @@ impl Translator<'_, '_> {
             if job.name.trim().is_empty() {
                 continue;
             }
-            if self.taken.contains(&job.name) {
-                let msg = format!("duplicate service name '{}'", job.name);
-                let line = item.line;
-                self.r.err(&join(&path, "name"), line, msg);
-                continue;
+            let line = field_line(item, "name").unwrap_or(item.line);
+            // 2.x ran both services: a warning, and both become jobs.
+            match jobs.iter().position(|j| j.name == job.name) {
+                Some(i) => {
+                    let (first_path, first_line) = &first[i];
+                    let msg = duplicate_name_warning("service", &job.name, first_path, *first_line);
+                    self.r.warn(&join(&path, "name"), line, msg);
+                }
+                None => self.taken.push(job.name.clone()),
             }
-            self.taken.push(job.name.clone());
+            first.push((path.clone(), line));
             jobs.push(job);
         }
         jobs

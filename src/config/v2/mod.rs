@@ -196,7 +196,8 @@ fn run(
         taken: Vec::new(),
         extras: Extras::default(),
     };
-    let config = t.config(root, main);
+    let mut config = t.config(root, main);
+    config.warnings = std::mem::take(&mut t.r.warnings);
     let mut extras = t.extras;
     extras.ignored = std::mem::take(&mut t.r.ignored);
     t.r.finish((config, extras))
