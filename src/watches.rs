@@ -114,6 +114,17 @@ impl WatchState {
         }
     }
 
+    /// Whether this state follows what `cfg` describes (a reload keeps it then).
+    pub fn watches_same(&self, cfg: &WatchConfig) -> bool {
+        self.name == cfg.name && self.target == target_of(cfg) && self.interval == cfg.interval
+    }
+
+    /// Its query on the wire was abandoned (a reload): the next `start` sends a
+    /// new one, from the index and instances it already knows.
+    pub fn abandoned(&mut self) {
+        self.in_flight = false;
+    }
+
     /// The query to send now, or `None` while the previous one is on the wire.
     pub fn start(&mut self, now: Instant) -> Option<Query> {
         if self.in_flight {

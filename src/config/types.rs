@@ -362,6 +362,16 @@ impl JobConfig {
     pub fn runs_in_loop(&self) -> bool {
         self.render.is_some() || self.signal.is_some()
     }
+
+    /// The same job as far as running it goes: everything but where it sits
+    /// in the file (a reload keeps such a job as it is).
+    pub fn same_definition(&self, other: &JobConfig) -> bool {
+        let at = |j: &JobConfig| JobConfig {
+            line: 0,
+            ..j.clone()
+        };
+        at(self) == at(other)
+    }
 }
 
 /// `render: {template, dest, mode}`: what a render job writes.

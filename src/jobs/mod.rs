@@ -4,10 +4,12 @@
 //! rule is unit-tested by feeding inputs and reading the actions.
 
 mod backoff;
+mod past;
 #[cfg(test)]
 mod tests;
 
 pub use backoff::Backoff;
+pub use past::Past;
 
 use crate::config::types::{CheckStatus, CronTrigger, JobConfig, Restarts, SignalName, Trigger};
 use crate::events::{Event, EventCode, GLOBAL};
@@ -504,26 +506,9 @@ impl Job {
         let name = self.cfg.name.as_str();
         let is_check = ev.source.strip_prefix("check.") == Some(name);
         match ev.code {
-            EventCode::ExitFailed if is_check => {
-                if self.status != Status::Maintenance && self.status != Status::AlwaysHealthy {
-                    self.status = Status::Unhealthy;
-                    out.push(Action::Publish(Event::new(
-                        EventCode::StatusUnhealthy,
-                        name,
-                    )));
-                }
-            }
-            EventCode::ExitSuccess if is_check => {
-                if self.status != Status::Maintenance {
-                    if self.status != Status::AlwaysHealthy {
-                        self.status = Status::Healthy;
-                    }
-                    out.push(Action::Publish(Event::new(EventCode::StatusHealthy, name)));
-                    if self.cfg.is_advertised() {
-                        out.push(Action::Heartbeat);
-                    }
-                }
-            }
+            // Our own processes' outcomes were handled in `on_exit`; one on the
+            // bus under our name may be another job's with the same name.
+            EventCode::ExitSuccess | EventCode::ExitFailed if is_check || ev.source == name => {}
             EventCode::Quit | EventCode::Shutdown
                 if ev.code == EventCode::Shutdown && ev.source == GLOBAL || ev.source == name =>
             {
@@ -588,9 +573,6 @@ impl Job {
                     self.on_start_event(world, &mut out);
                 }
             }
-            EventCode::ExitSuccess | EventCode::ExitFailed if ev.source == name => {
-                self.after_run(world, &mut out);
-            }
             EventCode::Signal => {
                 if let Trigger::Signal(s) = self.cfg.when.trigger {
                     if ev.source == s.as_str() {
@@ -607,8 +589,9 @@ impl Job {
         out
     }
 
-    /// A run of ours is over (its exit event came back, or a render found
-    /// nothing to change): restart, wait for the next trigger, or end.
+    /// A run of ours is over (reference §3.5 rule 9; handled where the run
+    /// ends, not when its exit event comes back on the bus, where a job of the
+    /// same name could have sent it): restart, wait for the next trigger, or end.
     fn after_run(&mut self, world: &World, out: &mut Vec<Action>) {
         if matches!(self.cfg.when.trigger, Trigger::Interval(_)) {
             return;
@@ -869,6 +852,7 @@ impl Job {
             }
             _ => {}
         }
+        let passed = error.is_none();
         match error {
             None => out.push(Action::Publish(Event::new(EventCode::ExitSuccess, source))),
             Some(e) => {
@@ -882,10 +866,67 @@ impl Job {
                 )));
             }
         }
-        if kind == ProcKind::Exec && self.queued_starts > 0 && self.phase == Phase::Active {
-            self.queued_starts -= 1;
-            self.started_at = Some(world.now);
-            out.push(Action::Spawn(ProcKind::Exec));
+        if self.phase != Phase::Active {
+            return out;
+        }
+        match kind {
+            ProcKind::Check => self.checked(passed, &mut out),
+            ProcKind::Exec => {
+                if self.queued_starts > 0 {
+                    self.queued_starts -= 1;
+                    self.started_at = Some(world.now);
+                    out.push(Action::Spawn(ProcKind::Exec));
+                }
+                self.after_run(world, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Our health check's result (reference §3.5 rules 4 and 5).
+    fn checked(&mut self, passed: bool, out: &mut Vec<Action>) {
+        let name = self.cfg.name.as_str();
+        if passed {
+            if self.status != Status::Maintenance {
+                if self.status != Status::AlwaysHealthy {
+                    self.status = Status::Healthy;
+                }
+                out.push(Action::Publish(Event::new(EventCode::StatusHealthy, name)));
+                if self.cfg.is_advertised() {
+                    out.push(Action::Heartbeat);
+                }
+            }
+        } else if self.status != Status::Maintenance && self.status != Status::AlwaysHealthy {
+            self.status = Status::Unhealthy;
+            out.push(Action::Publish(Event::new(
+                EventCode::StatusUnhealthy,
+                name,
+            )));
+        }
+    }
+
+    /// A job that a reload adds: when the event its `once` waits for already
+    /// happened and still holds (`past`), it starts now instead of waiting for
+    /// an event that will not come again; with several sources, those that
+    /// already sent it count. `each` and signal jobs wait as usual.
+    pub fn catch_up(&mut self, past: &Past, world: &World) -> Vec<Action> {
+        let mut out = Vec::new();
+        let once = self.starts_remain == Budget::Left(1);
+        if self.phase != Phase::Active || !once {
+            return out;
+        }
+        let waited: Vec<Event> = match (&self.start_event, &self.cfg.when.trigger) {
+            (Some(ev), _) => vec![ev.clone()],
+            (None, Trigger::Event { code, sources, .. }) => sources
+                .iter()
+                .map(|s| Event::new(*code, s.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for ev in waited.iter().filter(|ev| past.holds(ev)) {
+            if self.listening && self.trigger_fires(ev) {
+                self.on_start_event(world, &mut out);
+            }
         }
         out
     }
@@ -911,11 +952,10 @@ impl Job {
                     format!("{name}: {e}"),
                 )));
             }
-            RunOutcome::Unchanged => {
-                if self.phase == Phase::Active {
-                    self.after_run(world, &mut out);
-                }
-            }
+            RunOutcome::Unchanged => {}
+        }
+        if self.phase == Phase::Active {
+            self.after_run(world, &mut out);
         }
         out
     }

@@ -1014,3 +1014,105 @@ fn a_signal_job_without_a_target_process_fails() {
     s.publish(Event::new(EventCode::Signal, "SIGHUP"));
     assert_eq!(s.saw(EventCode::ExitSuccess, "reload"), 1);
 }
+
+// ----- two jobs with one name (issue 20) -----
+
+#[test]
+fn jobs_sharing_a_name_keep_their_own_health_and_restarts() {
+    let mut a = job("web");
+    a.health = health(true);
+    a.restarts = Restarts::Count(1);
+    let mut b = job("web");
+    b.health = health(true);
+    let mut dep = job("dep");
+    dep.when = when("web", EventCode::StatusHealthy, true);
+    let mut s = Sim::new(vec![a, b, dep]);
+    s.startup();
+    assert_eq!(s.runs("web"), 2);
+    // the second job's check passes: only it turns healthy; a dependent hears it
+    let acts = {
+        let w = World {
+            now: s.now,
+            completed: &s.completed,
+            stop_timeout: Duration::from_secs(5),
+            wall_ms: s.wall_ms,
+        };
+        s.jobs[1].spawned(ProcKind::Check, 500);
+        s.jobs[1].on_exit(ProcKind::Check, None, &w)
+    };
+    s.apply(1, acts);
+    s.pump();
+    assert_eq!(s.jobs[1].status, Status::Healthy);
+    assert_eq!(s.jobs[0].status, Status::Unknown);
+    assert_eq!(s.saw(EventCode::StatusHealthy, "web"), 1);
+    assert_eq!(s.runs("dep"), 1);
+    // the second job's exec exits: the first one (restarts 1) is not restarted
+    // by it, and the second (restarts 0) ends on its own
+    let acts = {
+        let w = World {
+            now: s.now + Duration::from_secs(20),
+            completed: &s.completed,
+            stop_timeout: Duration::from_secs(5),
+            wall_ms: s.wall_ms,
+        };
+        s.jobs[1].on_exit(ProcKind::Exec, None, &w)
+    };
+    s.apply(1, acts);
+    s.pump();
+    assert_eq!(s.runs("web"), 2);
+    assert!(s.jobs[1].is_done());
+    assert!(!s.jobs[0].is_done());
+    assert!(s.jobs[0].exec_pid.is_some());
+}
+
+// ----- a job added by a reload (issue 15) -----
+
+fn catch_up(s: &mut Sim, i: usize, past: &Past) {
+    let acts = {
+        let w = World {
+            now: s.now,
+            completed: &s.completed,
+            stop_timeout: Duration::from_secs(5),
+            wall_ms: s.wall_ms,
+        };
+        s.jobs[i].catch_up(past, &w)
+    };
+    s.apply(i, acts);
+    s.pump();
+}
+
+#[test]
+fn a_new_once_job_whose_event_already_happened_starts_at_once() {
+    let mut past = Past::default();
+    past.observe(&Event::new(EventCode::ExitSuccess, "setup"));
+    past.observe(&Event::new(EventCode::StatusHealthy, "db"));
+    let mut after_setup = job("after-setup");
+    after_setup.when = when("setup", EventCode::ExitSuccess, false);
+    let mut on_fail = job("on-fail");
+    on_fail.when = when("setup", EventCode::ExitFailed, false);
+    let mut each = job("each");
+    each.when = when("setup", EventCode::ExitSuccess, true);
+    let mut after_db = job("after-db");
+    after_db.when = when("db", EventCode::StatusHealthy, false);
+    let plain = job("plain");
+    let mut both = job("both");
+    both.when = when_all(&["setup", "cache"], EventCode::ExitSuccess, false);
+    let mut s = Sim::new(vec![after_setup, on_fail, each, after_db, plain, both]);
+    for i in 0..s.jobs.len() {
+        catch_up(&mut s, i, &past);
+        // a second catch-up (or the real event later) does not start it again
+        catch_up(&mut s, i, &past);
+    }
+    assert_eq!(s.runs("after-setup"), 1);
+    assert_eq!(s.runs("on-fail"), 0);
+    assert_eq!(s.runs("each"), 0, "each jobs wait for the next event");
+    assert_eq!(s.runs("after-db"), 1);
+    assert_eq!(s.runs("plain"), 1, "no when: startup has happened");
+    assert_eq!(s.runs("both"), 0, "cache has not succeeded yet");
+    s.publish(Event::new(EventCode::ExitSuccess, "setup"));
+    assert_eq!(s.runs("after-setup"), 1);
+    assert_eq!(s.runs("each"), 1);
+    // setup's past success counted for the all-of job: cache completes it
+    s.publish(Event::new(EventCode::ExitSuccess, "cache"));
+    assert_eq!(s.runs("both"), 1);
+}

@@ -74,17 +74,33 @@ impl CatalogState {
 }
 
 impl Runtime {
-    fn service(&self, job: usize) -> Option<Service> {
+    pub(super) fn service(&self, job: usize) -> Option<Service> {
         Service::from_job(&self.jobs[job].cfg, &self.catalog.hostname)
     }
 
     /// A job's Register/Heartbeat/Deregister action.
+    ///
+    /// Jobs sharing a name share a service ID (`<name>-<hostname>`), as in 3.8:
+    /// each registers its own definition once (the catalog keeps the last one
+    /// written), and their heartbeats then only keep that entry passing. The
+    /// worker re-registers whenever a heartbeat carries a definition other than
+    /// the one it registered, so a heartbeat names the definition the catalog
+    /// holds unless this job has not announced its own yet (or changed it).
     pub(super) fn catalog_action(&mut self, job: usize, a: Action) {
         if self.catalog.client.is_none() {
             return;
         }
-        let Some(service) = self.service(job) else {
+        let Some(own) = self.service(job) else {
             return;
+        };
+        let fresh = self.announced.get(&job) != Some(&own);
+        let service = match &a {
+            Action::Heartbeat if !fresh => self
+                .in_catalog
+                .get(&own.id)
+                .cloned()
+                .unwrap_or_else(|| own.clone()),
+            _ => own.clone(),
         };
         // Once shutdown has begun, services only leave the catalog.
         let leaving = self.shutting_down || !self.catalog.draining.is_empty();
@@ -94,6 +110,10 @@ impl Runtime {
         if matches!(a, Action::Register(_) | Action::Heartbeat) && !leaving {
             self.registered.insert(service.id.clone());
         }
+        if matches!(a, Action::Register(_) | Action::Heartbeat) && !leaving {
+            self.announced.insert(job, own.clone());
+            self.in_catalog.insert(own.id.clone(), service.clone());
+        }
         let req = match a {
             Action::Register(status) if !leaving => Request::Register { service, status },
             Action::Heartbeat if !leaving => Request::Heartbeat { service },
@@ -101,6 +121,10 @@ impl Runtime {
                 if self.deregistered.contains(&service.id) {
                     return; // already gone in the shutdown sweep
                 }
+                if self.handover.contains(&job) {
+                    return; // the job's new version takes the entry over
+                }
+                self.forget_service(&service.id);
                 Request::Deregister { id: service.id }
             }
             _ => return,
@@ -121,9 +145,8 @@ impl Runtime {
             }
             return;
         }
+        // From here on, jobs a reload was about to start are not started.
         self.shutting_down = true;
-        // Jobs a reload was about to start again are not started any more.
-        self.pending.clear();
         let ids: Vec<String> = match &self.catalog.client {
             Some(_) => self.registered.iter().cloned().collect(),
             None => Vec::new(),
@@ -144,6 +167,13 @@ impl Runtime {
             DEREGISTER_WAIT,
             false,
         );
+    }
+
+    /// The entry is gone from the catalog: whoever heartbeats next registers
+    /// its own definition again.
+    fn forget_service(&mut self, id: &str) {
+        self.in_catalog.remove(id);
+        self.announced.retain(|_, s| s.id != id);
     }
 
     fn drained(&mut self, id: &str) {
@@ -241,11 +271,14 @@ impl Runtime {
     /// open long polls are abandoned.
     pub(super) fn reload_catalog(&mut self, new: &Config, now: Instant) -> Result<(), String> {
         self.stop_watches();
-        if new.consul != self.cfg.consul || new.etcd != self.cfg.etcd {
+        let same_catalog = new.consul == self.cfg.consul && new.etcd == self.cfg.etcd;
+        if !same_catalog {
             if let Some(old) = self.catalog.client.take() {
                 old.shutdown(Duration::from_secs(2));
             }
             self.registered.clear();
+            self.announced.clear();
+            self.in_catalog.clear();
             self.catalog.client = Catalog::start_for(
                 new,
                 self.waker.clone(),
@@ -256,7 +289,32 @@ impl Runtime {
         } else if let Some(c) = self.catalog.client.as_mut() {
             c.abandon_watches();
         }
-        self.catalog.watches = watch_states(&new.watches);
+        // A watch the reload did not change keeps what it saw (and its index):
+        // its next answer reports a change only if the catalog really changed.
+        let mut old = std::mem::take(&mut self.catalog.watches);
+        let mut fresh = watch_states(&new.watches).into_iter();
+        self.catalog.watches = new
+            .watches
+            .iter()
+            .map(|w| {
+                let fresh = fresh.next();
+                let kept = same_catalog
+                    .then(|| old.iter().position(|o| o.watches_same(w)))
+                    .flatten()
+                    .map(|i| old.swap_remove(i));
+                match (kept, fresh) {
+                    (Some(mut k), _) => {
+                        k.abandoned();
+                        k
+                    }
+                    (None, Some(f)) => f,
+                    (None, None) => WatchState::new(w, 1),
+                }
+            })
+            .collect();
+        for gone in &old {
+            self.past.forget(gone.source());
+        }
         self.start_watches(now);
         Ok(())
     }

@@ -6,12 +6,14 @@ use super::{
     listeners, Runtime, TimerKey, CLIENT_SPAN, CONTROL, CONTROL_CLIENTS, TELEMETRY,
     TELEMETRY_CLIENTS,
 };
+use crate::catalog::Service;
 use crate::config::types::Config;
 use crate::control::{self, Command};
 use crate::events::{Event, EventCode};
 use crate::http::{Request, Response};
 use crate::jobs::{Budget, Job, World};
 use crate::telemetry::{self, JobStatus};
+use std::collections::HashSet;
 use std::time::Instant;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -177,11 +179,11 @@ impl Runtime {
             }
             Command::Signal { job, signal } => {
                 use super::render::SignalFailure;
-                if self.live_job(&job).is_none() {
-                    return Response::text(404, &format!("no job named {job:?}\n"));
-                }
                 let Some(sig) = control::parse_signal(&signal) else {
-                    return Response::text(400, &format!("unknown signal {signal:?}\n"));
+                    return match self.live_slots(&job).next() {
+                        None => Response::text(404, &format!("no job named {job:?}\n")),
+                        Some(_) => Response::text(400, &format!("unknown signal {signal:?}\n")),
+                    };
                 };
                 match self.signal_job(&job, sig) {
                     Ok(()) => Response::text(200, "\n"),
@@ -241,10 +243,16 @@ impl Runtime {
         }
     }
 
-    /// SPEC §2.4: unchanged jobs keep running; changed and removed ones stop;
-    /// changed and new ones start per their `when` once their old version is gone.
+    /// SPEC §2.4 and §3.10: a job whose definition is unchanged keeps its slot
+    /// and so all of its state (finished, running, waiting, health, timers,
+    /// restart budget, registration); changed and removed ones stop; changed and
+    /// new ones start per their `when` once their old version is gone, hearing
+    /// what already happened (`Past`).
     fn reload(&mut self, new: Config) -> Result<(), String> {
         super::check_users(&new)?;
+        for w in &new.warnings {
+            log::warn!("{}: {w}", self.config_path);
+        }
         let metrics = new
             .telemetry
             .as_ref()
@@ -303,66 +311,103 @@ impl Runtime {
         let now = Instant::now();
         self.reload_catalog(&new, now)?;
         self.arm_missing_heartbeats(now);
-        let mut retire = Vec::new();
-        for (i, j) in self.jobs.iter().enumerate() {
-            if j.is_done() {
+
+        // Match each new job with an unmatched current job of the same
+        // definition (jobs may share a name, so matching is by definition).
+        let mut unmatched: Vec<usize> = self.lineup.iter().flatten().copied().collect();
+        let mut lineup = Vec::with_capacity(new.jobs.len());
+        for n in &new.jobs {
+            let hit = unmatched
+                .iter()
+                .position(|&i| self.jobs[i].cfg.same_definition(n))
+                .map(|k| unmatched.remove(k));
+            if let Some(i) = hit {
+                self.jobs[i].cfg.line = n.line;
+            }
+            lineup.push(hit);
+        }
+        let host = self.catalog.hostname.clone();
+        let kept_ids: HashSet<String> = new
+            .jobs
+            .iter()
+            .filter_map(|j| Service::from_job(j, &host))
+            .map(|s| s.id)
+            .collect();
+        self.lineup = lineup;
+        for j in self.jobs.iter_mut() {
+            j.relink(&new.jobs);
+        }
+        let stop_timeout = self.cfg.stop_timeout;
+        self.cfg = new;
+        // Changed or removed: what the old version did says nothing about the
+        // new one, and it goes through its stop sequence now.
+        for i in unmatched {
+            let check = self.jobs[i].check_name();
+            self.past.forget(self.jobs[i].name());
+            self.past.forget(&check);
+            if self.jobs[i].is_done() {
                 continue;
             }
-            match new.jobs.iter().find(|n| n.name == j.cfg.name) {
-                Some(n) if *n == j.cfg => {}
-                _ => retire.push(i),
+            if self.service(i).is_some_and(|s| kept_ids.contains(&s.id)) {
+                self.handover.insert(i);
             }
-        }
-        for i in retire {
             let acts = {
                 let world = World {
                     now,
                     completed: &self.completed,
-                    stop_timeout: self.cfg.stop_timeout,
+                    stop_timeout,
                     wall_ms: crate::cron::wall_ms(),
                 };
                 self.jobs[i].retire(&world)
             };
             self.execute(i, acts, now);
         }
-        self.pending = new
-            .jobs
-            .iter()
-            .filter(|n| !self.jobs.iter().any(|j| !j.is_done() && j.cfg == **n))
-            .cloned()
-            .collect();
-        for j in self.jobs.iter_mut() {
-            j.relink(&new.jobs);
-        }
-        self.cfg = new;
+        self.refresh_completed();
         self.install_pending();
         Ok(())
     }
 
-    /// Start jobs from a reload whose previous version has fully stopped.
+    /// Start the jobs a reload changed or added once their old version (a
+    /// retired job of the same name) has fully stopped.
     pub(super) fn install_pending(&mut self) {
-        if self.pending.is_empty() || self.shutting_down {
+        if !self.has_pending() {
             return;
         }
         let now = Instant::now();
-        let pending = std::mem::take(&mut self.pending);
-        for cfg in pending {
-            let old = self.jobs.iter().position(|j| j.cfg.name == cfg.name);
-            let idx = match old {
-                Some(i) if !self.jobs[i].is_done() || self.procs.values().any(|p| p.job == i) => {
-                    self.pending.push(cfg);
-                    continue;
+        for pos in 0..self.lineup.len() {
+            if self.lineup[pos].is_some() {
+                continue;
+            }
+            let cfg = self.cfg.jobs[pos].clone();
+            let ghosts: Vec<usize> = (0..self.jobs.len())
+                .filter(|i| !self.lineup.contains(&Some(*i)))
+                .collect();
+            let quiet =
+                |i: usize| self.jobs[i].is_done() && !self.procs.values().any(|p| p.job == i);
+            if ghosts
+                .iter()
+                .any(|&g| self.jobs[g].name() == cfg.name && !quiet(g))
+            {
+                continue;
+            }
+            let reuse = ghosts.into_iter().find(|&g| quiet(g));
+            let job = Job::new(cfg, &self.cfg.jobs);
+            let slot = match reuse {
+                Some(g) => {
+                    self.cancel_job_timers(g);
+                    self.jobs[g] = job;
+                    g
                 }
-                Some(i) => i,
                 None => {
-                    self.jobs.push(Job::new(cfg.clone(), &self.cfg.jobs));
+                    self.jobs.push(job);
                     self.jobs.len() - 1
                 }
             };
-            self.jobs[idx] = Job::new(cfg, &self.cfg.jobs);
-            self.completed.remove(self.jobs[idx].name());
-            self.forget_render(idx);
-            self.cancel_job_timers(idx);
+            self.handover.remove(&slot);
+            self.announced.remove(&slot);
+            self.lineup[pos] = Some(slot);
+            self.refresh_completed();
+            self.forget_render(slot);
             let acts = {
                 let world = World {
                     now,
@@ -370,11 +415,12 @@ impl Runtime {
                     stop_timeout: self.cfg.stop_timeout,
                     wall_ms: crate::cron::wall_ms(),
                 };
-                self.jobs[idx].begin(&world)
+                self.jobs[slot].begin(&world)
             };
-            self.execute(idx, acts, now);
-            // Startup was published once for this run; a job that arrives by reload
-            // sees it now, alone, so running jobs are not triggered again.
+            self.execute(slot, acts, now);
+            // Startup was published once for this run, and other events may have
+            // come and gone: the new job hears those that still hold, alone, so
+            // running jobs are not triggered again.
             let acts = {
                 let world = World {
                     now,
@@ -382,9 +428,9 @@ impl Runtime {
                     stop_timeout: self.cfg.stop_timeout,
                     wall_ms: crate::cron::wall_ms(),
                 };
-                self.jobs[idx].on_event(&Event::global(EventCode::Startup), &world)
+                self.jobs[slot].catch_up(&self.past, &world)
             };
-            self.execute(idx, acts, now);
+            self.execute(slot, acts, now);
             if self.maintenance {
                 let acts = {
                     let world = World {
@@ -393,9 +439,9 @@ impl Runtime {
                         stop_timeout: self.cfg.stop_timeout,
                         wall_ms: crate::cron::wall_ms(),
                     };
-                    self.jobs[idx].on_event(&Event::global(EventCode::EnterMaintenance), &world)
+                    self.jobs[slot].on_event(&Event::global(EventCode::EnterMaintenance), &world)
                 };
-                self.execute(idx, acts, now);
+                self.execute(slot, acts, now);
             }
         }
     }
@@ -416,12 +462,22 @@ impl Runtime {
         self.stop_probe(idx);
     }
 
+    /// Jobs in config order; jobs sharing a name are listed each on its own.
     pub(super) fn status_json(&self) -> String {
         let mut jobs = Vec::new();
-        for (i, j) in self.jobs.iter().enumerate() {
-            if !self.cfg.jobs.iter().any(|c| c.name == j.cfg.name) {
-                continue; // removed by a reload
-            }
+        for (pos, slot) in self.lineup.iter().enumerate() {
+            let (i, j) = match slot {
+                Some(i) => (*i, &self.jobs[*i]),
+                // changed by a reload: its old version, while it stops
+                None => match self.jobs.iter().enumerate().find(|(i, j)| {
+                    j.name() == self.cfg.jobs[pos].name
+                        && !j.is_done()
+                        && !self.lineup.contains(&Some(*i))
+                }) {
+                    Some(found) => found,
+                    None => continue,
+                },
+            };
             jobs.push(JobStatus {
                 name: j.cfg.name.clone(),
                 status: j.status.as_str(),

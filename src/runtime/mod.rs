@@ -59,11 +59,14 @@ enum TimerKey {
 /// A child we started.
 #[derive(Debug)]
 struct Proc {
+    /// The job's slot in `Runtime::jobs`.
     job: usize,
     kind: ProcKind,
     /// Display name: the job name or `check.<job>`.
     name: String,
     timed_out: bool,
+    /// Start order: `CONTAINERPILOT_<NAME>_PID` names the latest running one.
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -92,8 +95,26 @@ pub struct Runtime {
     app: crate::config::MainApp,
     /// What the daemon exits with (shim mode sets it from the application).
     exit_code: i32,
+    /// Job slots. A job keeps its slot (its timers, processes and catalog
+    /// ownership are keyed by it) for its whole life; a reload leaves unchanged
+    /// jobs where they are, and a slot is reused only once its job is done.
     jobs: Vec<Job>,
+    /// The slot of each job of `cfg.jobs`, in config order; `None` while a job
+    /// a reload changed or added waits for its old version to stop. Slots not
+    /// listed here hold jobs a reload retired ("ghosts").
+    lineup: Vec<Option<usize>>,
+    /// Names all of whose jobs are done (several jobs may share a name).
     completed: HashSet<String>,
+    /// What already happened, for `once` jobs a reload adds.
+    past: crate::jobs::Past,
+    /// Slots a reload retired whose service ID lives on in the new config: their
+    /// stop sequence leaves the registration to their successor.
+    handover: HashSet<usize>,
+    /// The service definition each slot last sent to the catalog, and the one
+    /// the catalog holds per service ID (jobs sharing a name share an ID).
+    announced: HashMap<usize, crate::catalog::Service>,
+    in_catalog: HashMap<String, crate::catalog::Service>,
+    spawn_seq: u64,
     procs: HashMap<i32, Proc>,
     pipes: Pipes,
     timers: Timers<TimerKey>,
@@ -105,8 +126,6 @@ pub struct Runtime {
     telemetry: Option<Server>,
     metrics: Metrics,
     maintenance: bool,
-    /// Jobs changed by a reload wait here until their old version is gone.
-    pending: Vec<crate::config::types::JobConfig>,
     /// The latest process group of each job's exec and check, SIGKILLed on the
     /// way out as 3.8 did, so leftovers in those groups do not outlive us.
     groups: HashMap<(usize, ProcKind), i32>,
@@ -172,11 +191,12 @@ impl Runtime {
                 .map_err(|e| RunError(format!("cannot create waker: {e}")))?,
         );
         reaper::become_subreaper();
-        let jobs = cfg
+        let jobs: Vec<Job> = cfg
             .jobs
             .iter()
             .map(|j| Job::new(j.clone(), &cfg.jobs))
             .collect();
+        let lineup = (0..jobs.len()).map(Some).collect();
         let metrics = Metrics::new(
             cfg.telemetry
                 .as_ref()
@@ -242,7 +262,13 @@ impl Runtime {
             app,
             exit_code: 0,
             jobs,
+            lineup,
             completed: HashSet::new(),
+            past: crate::jobs::Past::default(),
+            handover: HashSet::new(),
+            announced: HashMap::new(),
+            in_catalog: HashMap::new(),
+            spawn_seq: 0,
             procs: HashMap::new(),
             pipes: Pipes::new(FIRST_DYNAMIC),
             timers: Timers::default(),
@@ -253,7 +279,6 @@ impl Runtime {
             telemetry,
             metrics,
             maintenance: false,
-            pending: Vec::new(),
             groups: HashMap::new(),
             probes: checks::Probes::default(),
             renders: HashMap::new(),
@@ -320,7 +345,7 @@ impl Runtime {
     }
 
     fn finished(&self) -> bool {
-        if !self.pending.is_empty() {
+        if self.has_pending() {
             return false;
         }
         let all_done = self.jobs.iter().all(|j| j.is_done());
@@ -342,6 +367,7 @@ impl Runtime {
                 log::debug!("event: {ev}");
             }
             self.metrics.record_event(&ev);
+            self.past.observe(&ev);
             let (now, st) = self.world();
             for i in 0..self.jobs.len() {
                 let acts = {
@@ -361,7 +387,7 @@ impl Runtime {
 
     fn check_all_done(&mut self) {
         if !self.jobs.is_empty()
-            && self.pending.is_empty()
+            && !self.has_pending()
             && self.jobs.iter().all(|j| j.is_done())
             && !self.procs.is_empty()
             && !self.timers.is_armed(TimerKey::FinalKill)
@@ -422,19 +448,41 @@ impl Runtime {
                     self.catalog_action(job, a);
                 }
                 Action::Log(level, msg) => logging::emit(level, None, None, &msg),
-                Action::Completed => {
-                    self.completed.insert(self.jobs[job].name().to_string());
-                }
+                Action::Completed => self.refresh_completed(),
             }
         }
     }
 
-    fn retire_job(&mut self, name: &str) {
-        let Some(i) = self
+    /// A job of the current config waits for its old version to stop (and we
+    /// are not shutting down, which drops such jobs).
+    fn has_pending(&self) -> bool {
+        !self.shutting_down && self.lineup.iter().any(Option::is_none)
+    }
+
+    /// Slots of the current config's jobs named `name` that are not done.
+    fn live_slots<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.lineup
+            .iter()
+            .flatten()
+            .copied()
+            .filter(move |&i| self.jobs[i].name() == name && !self.jobs[i].is_done())
+    }
+
+    fn refresh_completed(&mut self) {
+        let mut done: HashSet<String> = self
             .jobs
             .iter()
-            .position(|j| j.name() == name && !j.is_done())
-        else {
+            .filter(|j| j.is_done())
+            .map(|j| j.name().to_string())
+            .collect();
+        for j in self.jobs.iter().filter(|j| !j.is_done()) {
+            done.remove(j.name());
+        }
+        self.completed = done;
+    }
+
+    fn retire_job(&mut self, name: &str) {
+        let Some(i) = self.live_slots(name).next() else {
             return;
         };
         let now = Instant::now();
@@ -525,6 +573,7 @@ impl Runtime {
                         log::warn!("{name}: cannot read output: {e}");
                     }
                 }
+                self.spawn_seq += 1;
                 self.procs.insert(
                     sp.pid,
                     Proc {
@@ -532,6 +581,7 @@ impl Runtime {
                         kind,
                         name,
                         timed_out: false,
+                        seq: self.spawn_seq,
                     },
                 );
                 None
@@ -592,10 +642,7 @@ impl Runtime {
             // Log what the process wrote before we report its exit.
             self.pipes.drain_pid(pid);
             self.timers.cancel(TimerKey::ProcTimeout(pid));
-            self.env.remove(&format!(
-                "CONTAINERPILOT_{}_PID",
-                crate::process::env_name(&p.name)
-            ));
+            self.refresh_pid_var(&p.name);
             self.note_exit(p.job, p.kind, crate::process::exit_code(status));
             let mut error = crate::process::exit_error(status);
             if p.timed_out {
@@ -618,6 +665,28 @@ impl Runtime {
                 self.jobs[p.job].on_exit(p.kind, error, &world)
             };
             self.execute(p.job, acts, now);
+        }
+    }
+
+    /// `CONTAINERPILOT_<NAME>_PID` names the latest process started under that
+    /// variable that still runs (jobs sharing a name, and every check, share
+    /// one variable); it goes away with the last of them.
+    fn refresh_pid_var(&mut self, name: &str) {
+        let var = crate::process::env_name(name);
+        let latest = self
+            .procs
+            .iter()
+            .filter(|(_, p)| crate::process::env_name(&p.name) == var)
+            .max_by_key(|(_, p)| p.seq)
+            .map(|(pid, _)| *pid);
+        let key = format!("CONTAINERPILOT_{var}_PID");
+        match latest {
+            Some(pid) => {
+                self.env.insert(key, pid.to_string());
+            }
+            None => {
+                self.env.remove(&key);
+            }
         }
     }
 

@@ -220,15 +220,25 @@ impl Runtime {
 
     /// Sends `sig` to the process group of job `name`'s running process (what
     /// `POST /v3/signal/<job>` and signal jobs do).
+    /// Every job of that name that has not finished is signalled (jobs may
+    /// share a name); it fails only when none of them has a process.
     pub(super) fn signal_job(&self, name: &str, sig: Signal) -> Result<(), SignalFailure> {
-        let job = self.live_job(name).ok_or(SignalFailure::NoJob)?;
-        let pid = job.exec_pid.ok_or(SignalFailure::NoProcess)?;
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig).map_err(SignalFailure::Os)
-    }
-
-    /// The job of that name that has not finished.
-    pub(super) fn live_job(&self, name: &str) -> Option<&crate::jobs::Job> {
-        self.jobs.iter().find(|j| j.name() == name && !j.is_done())
+        let slots: Vec<usize> = self.live_slots(name).collect();
+        if slots.is_empty() {
+            return Err(SignalFailure::NoJob);
+        }
+        let pids: Vec<i32> = slots
+            .iter()
+            .filter_map(|&i| self.jobs[i].exec_pid)
+            .collect();
+        if pids.is_empty() {
+            return Err(SignalFailure::NoProcess);
+        }
+        for pid in pids {
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig)
+                .map_err(SignalFailure::Os)?;
+        }
+        Ok(())
     }
 
     /// Carries out [`crate::jobs::Action::RunInLoop`] for job `job` and hands

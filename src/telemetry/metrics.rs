@@ -867,10 +867,13 @@ mod tests {
         m.reload_user(&changed).unwrap();
         assert!(has(&m, "free_memory 42"));
         assert!(has(&m, "containerpilot_app_some_counter 0"));
-        assert!(m.render().contains("# HELP containerpilot_app_some_counter another help\n"));
+        assert!(m
+            .render()
+            .contains("# HELP containerpilot_app_some_counter another help\n"));
         assert!(has(&m, "added 0"));
         // removed: gone, and updates to it are refused
-        m.reload_user(&[cfg("", "", "added", MetricKind::Gauge)]).unwrap();
+        m.reload_user(&[cfg("", "", "added", MetricKind::Gauge)])
+            .unwrap();
         assert!(!m.render().contains("free_memory"));
         assert!(m.apply(&up(&[("free_memory", json!(1))])).is_err());
         assert!(has(
@@ -879,7 +882,8 @@ mod tests {
         ));
         // a type change under the same name is a new metric
         m.apply(&up(&[("added", json!(7))])).unwrap();
-        m.reload_user(&[cfg("", "", "added", MetricKind::Counter)]).unwrap();
+        m.reload_user(&[cfg("", "", "added", MetricKind::Counter)])
+            .unwrap();
         assert!(m.render().contains("# TYPE added counter\n"));
         assert!(has(&m, "added 0"));
     }

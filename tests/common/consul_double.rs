@@ -96,6 +96,8 @@ struct State {
     restores: u64,
     acl_token: Option<String>,
     log: Vec<RequestRecord>,
+    /// Bodies of accepted service registrations, in order.
+    registrations: Vec<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +259,11 @@ impl ConsulDouble {
 
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().log.clone()
+    }
+
+    /// The JSON bodies of the service registrations the agent accepted.
+    pub fn registrations(&self) -> Vec<Value> {
+        self.shared.lock().registrations.clone()
     }
 
     /// Registers a service as `PUT /v1/agent/service/register` would (for
@@ -835,6 +842,9 @@ fn register(st: &mut State, body: &str) -> Answer {
                 }
             }
             st.touch(&name);
+            if let Ok(v) = serde_json::from_str(body) {
+                st.registrations.push(v);
+            }
             Answer::empty()
         }
         Err(e) => Answer::error(400, &e),

@@ -1616,5 +1616,7 @@ fn repeated_job_name_is_a_warning_naming_both_places_and_both_jobs_are_kept() {
         ),
         "{warnings:?}"
     );
-    assert!(load(r#"{ jobs: [ { name: "a", exec: "x" } ] }"#).warnings.is_empty());
+    assert!(load(r#"{ jobs: [ { name: "a", exec: "x" } ] }"#)
+        .warnings
+        .is_empty());
 }

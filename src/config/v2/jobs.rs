@@ -3,8 +3,8 @@
 //! `coprocesses[]` and `tasks[]`.
 
 use super::{plain_job, secs, Translator, DEFAULT_INTERFACE, MIN_TIMEOUT};
-use crate::config::json5::{Spanned, Value};
 use crate::config::decode::{duplicate_name_warning, field_line};
+use crate::config::json5::{Spanned, Value};
 use crate::config::reader::{go_format, join, Fields};
 use crate::config::types::*;
 use crate::events::EventCode;

@@ -959,7 +959,12 @@ fn repeated_service_name_is_a_warning_and_both_services_are_kept() {
     let c = ok(r#"{"consul": "consul:8500", "services": [
         {"name": "app", "port": 80, "poll": 1, "ttl": 5},
         {"name": "app", "port": 81, "poll": 1, "ttl": 5}]}"#);
-    let ports: Vec<u16> = c.jobs.iter().filter(|j| j.name == "app").map(|j| j.port).collect();
+    let ports: Vec<u16> = c
+        .jobs
+        .iter()
+        .filter(|j| j.name == "app")
+        .map(|j| j.port)
+        .collect();
     assert_eq!(ports, [80, 81]);
     let warnings: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
