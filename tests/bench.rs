@@ -2,6 +2,7 @@
 //! dumb-init side by side where they are installed. Ignored in the normal test run:
 //! `cargo test --release --test bench -- --ignored --nocapture --test-threads=1`.
 //!
+//! The daemon measured is the shipped static musl build (`ns::musl_bin`).
 //! Every job is the static helper from tests/fixtures/cp_helper.c, so the figures
 //! are the daemon's and not a shell's. Timestamps taken by jobs use CLOCK_REALTIME,
 //! compared with the test's own clock. Each measurement has a time bound.
@@ -160,9 +161,8 @@ fn ms(x: f64) -> String {
     format!("{x:.2} ms")
 }
 
-fn mb(kb: Option<u64>) -> String {
-    kb.map(|k| format!("{:.2} MB", k as f64 / 1024.0))
-        .unwrap_or_else(|| "?".into())
+fn kb(kb: Option<u64>) -> String {
+    kb.map(|k| format!("{k} kB")).unwrap_or_else(|| "?".into())
 }
 
 /// The test's config files, all in one temp dir.
@@ -203,7 +203,7 @@ impl Bench {
 }
 
 fn cp_command(cfg: &Path) -> Command {
-    let mut c = Command::new(bin());
+    let mut c = Command::new(musl_bin());
     c.arg("-config").arg(cfg);
     c
 }
@@ -325,11 +325,14 @@ fn performance_table() {
             Ok(true) => "dynamic",
             Err(_) => "?",
         };
-        format!("{:.2} MB, {kind}", len as f64 / 1_048_576.0)
+        format!("{len} bytes, {kind}")
     };
-    let mut row = vec!["binary size".to_string(), size(Path::new(bin()))];
+    let mut row = vec![
+        "binary size (shipped musl build)".to_string(),
+        size(&musl_bin()),
+    ];
     row.extend(peer_cells(&mut |p: &Peer| size(&p.bin)));
-    row.push("≤ 3 MB static, stripped".into());
+    row.push("≤ 3000000 bytes, static".into());
     rows.push(row);
     eprintln!("size done");
 
@@ -382,13 +385,13 @@ fn performance_table() {
             .map(|i| i.map(f).unwrap_or_else(|| missing.clone()))
             .collect()
     };
-    let mut row = vec!["idle RSS, 1 job (after 2 s)".to_string(), mb(rss[0])];
-    row.extend(peer_col(&|i| mb(rss[i])));
-    row.push("≤ 2 MB".into());
+    let mut row = vec!["idle RSS, 1 job (after 2 s)".to_string(), kb(rss[0])];
+    row.extend(peer_col(&|i| kb(rss[i])));
+    row.push("≤ 2048 kB".into());
     rows.push(row);
-    let mut row = vec!["idle RSS, 10 jobs + telemetry".to_string(), mb(rss[1])];
+    let mut row = vec!["idle RSS, 10 jobs + telemetry".to_string(), kb(rss[1])];
     row.extend([na.clone(), na.clone()]);
-    row.push("≤ 3 MB".into());
+    row.push("≤ 3072 kB".into());
     rows.push(row);
     let mut row = vec![
         format!("idle CPU and wake-ups over {IDLE_SECS} s, 1 job"),
@@ -488,7 +491,7 @@ fn performance_table() {
         reaping(
             |_| {
                 vec![
-                    bin().to_string(),
+                    musl_bin().display().to_string(),
                     "-config".into(),
                     cfg.display().to_string(),
                 ]

@@ -371,3 +371,26 @@ fn socket_subcommands_need_only_the_control_section() {
 
     assert!(daemon.stop().0.is_some_and(|s| s.success()));
 }
+
+#[test]
+fn bundled_example_shows_putenv_in_the_ticker() {
+    // The README's quick start, on a socket of its own.
+    let d = TempDir::new("example-putenv");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/example.json5"),
+    )
+    .expect("read example");
+    let sock = d.socket();
+    let text = example.replace(
+        "\"/tmp/containerpilot-example.socket\"",
+        &format!("{:?}", sock.display().to_string()),
+    );
+    assert_ne!(text, example, "the example's socket path moved");
+    let cfg = d.write("example.json5", &text);
+    let mut daemon = Daemon::start(&cfg);
+    daemon.expect_log("GREETING is unset", Duration::from_secs(5));
+    let c = cfg.to_str().unwrap();
+    assert_eq!(run(&["-config", c, "-putenv", "GREETING=hello"], &[]).0, 0);
+    daemon.expect_log("GREETING is hello", Duration::from_secs(15));
+    assert!(daemon.stop().0.is_some_and(|s| s.success()));
+}

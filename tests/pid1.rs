@@ -1,8 +1,8 @@
 //! The daemon as PID 1 of a fresh PID namespace (`unshare --pid --fork
 //! --mount-proc`), as in a container: orphans are reaped, `CONTAINERPILOT_PID` is 1,
 //! SIGTERM ends everything fast, a stubborn job is killed after `stopTimeout`, and a
-//! config error still exits 1. Skipped (with the reason) where unshare is missing
-//! or not permitted.
+//! config error still exits 1. The daemon is the shipped static musl build.
+//! Skipped (with the reason) where unshare is missing or not permitted.
 
 mod common;
 mod ns;
@@ -46,7 +46,7 @@ fn unshare_daemon(cfg: &Path) -> Daemon {
     Daemon::start_with(
         Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(bin())
+            .arg(musl_bin())
             .arg("-config")
             .arg(cfg),
     )

@@ -2,8 +2,9 @@
 //! config and a static helper job, entered with `unshare --pid --fork` + `chroot`,
 //! so the daemon is PID 1 with no libc, no shell and no /etc beyond what we write.
 //! The binary must be static: a dynamic one fails this test (it could not start in
-//! such an image). `CONTAINERPILOT_SCRATCH_BIN` points the test at another binary,
-//! to check exactly that.
+//! such an image). It runs the shipped static musl build;
+//! `CONTAINERPILOT_SCRATCH_BIN` points the test at another binary, to check exactly
+//! that a dynamic one fails.
 
 mod common;
 mod ns;
@@ -60,13 +61,37 @@ fn elf_check_tells_static_from_dynamic() {
 }
 
 #[test]
+fn shipped_binary_is_static_with_tls_and_at_most_3_000_000_bytes() {
+    let bin = musl_bin();
+    let size = std::fs::metadata(&bin).expect("musl binary").len();
+    eprintln!("{}: {size} bytes", bin.display());
+    assert!(size <= 3_000_000, "{}: {size} bytes", bin.display());
+    assert_eq!(
+        elf_interpreter(&bin),
+        Ok(false),
+        "{} is dynamic",
+        bin.display()
+    );
+    // TLS is in every build: the webpki roots are compiled in.
+    let bytes = std::fs::read(&bin).expect("read binary");
+    let needle = b"ISRG Root X1";
+    assert!(
+        bytes.windows(needle.len()).any(|w| w == needle),
+        "no webpki roots in {}",
+        bin.display()
+    );
+}
+
+#[test]
 fn scratch_root_runs_jobs_control_telemetry_reaps_and_stops_fast() {
     if let Some(why) = unshare_unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bin = std::env::var("CONTAINERPILOT_SCRATCH_BIN").unwrap_or_else(|_| bin().to_string());
-    let bin = Path::new(&bin);
+    let bin = std::env::var_os("CONTAINERPILOT_SCRATCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(musl_bin);
+    let bin = bin.as_path();
     match elf_interpreter(bin) {
         Ok(false) => {}
         Ok(true) => panic!(

@@ -1,11 +1,14 @@
 //! Helpers for the tests that run the daemon as PID 1 of a fresh PID namespace
-//! (`unshare --pid --fork --mount-proc`): the static helper job, process-tree
-//! inspection from the host side, and a free loopback port.
+//! (`unshare --pid --fork --mount-proc`) or in a container: the shipped static musl
+//! binary, the static helper job, process-tree inspection from the host side, and
+//! a free loopback port.
 #![allow(dead_code)]
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::common::{wait_until, Daemon, TempDir};
 
@@ -22,6 +25,125 @@ pub fn unshare_unavailable() -> Option<String> {
             String::from_utf8_lossy(&o.stderr).trim()
         )),
         Ok(_) => None,
+    }
+}
+
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// The binary users ship: the release build for x86_64-unknown-linux-musl (what
+/// `make static` builds). The PID-1, scratch, Docker and bench tests run it, while
+/// `cargo test` itself builds for the gnu target; so the first call in a test
+/// process asks cargo for it (a no-op when it is up to date).
+/// `CONTAINERPILOT_MUSL_BIN` names a prebuilt one instead.
+pub fn musl_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BIN.get_or_init(|| match std::env::var_os("CONTAINERPILOT_MUSL_BIN") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => build_musl(),
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_musl() -> Result<PathBuf, String> {
+    // Several test binaries may ask at once; cargo serialises their builds itself.
+    // The shared build lock keeps this compile from competing with others on a
+    // busy machine; it is only waited for, never required.
+    let _lock = BuildLock::take();
+    match cargo_build_musl()? {
+        Ok(bin) => Ok(bin),
+        Err(stderr) if stderr.contains("target may not be installed") => {
+            eprintln!("the {MUSL} target is missing: rustup target add {MUSL}");
+            let added = Command::new("rustup")
+                .args(["target", "add", MUSL])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !added {
+                return Err(format!(
+                    "the {MUSL} target is not installed and `rustup target add {MUSL}` \
+                     failed; install it (.ci/run does)\n{stderr}"
+                ));
+            }
+            cargo_build_musl()?.map_err(|e| format!("cargo build --target {MUSL} failed:\n{e}"))
+        }
+        Err(stderr) => Err(format!("cargo build --target {MUSL} failed:\n{stderr}")),
+    }
+}
+
+/// `cargo build --release --target musl`: Ok(Ok(path)) on success, Ok(Err(stderr))
+/// when cargo ran and failed.
+fn cargo_build_musl() -> Result<Result<PathBuf, String>, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "containerpilot",
+            "--target",
+            MUSL,
+        ])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Ok(Err(stderr));
+    }
+    // The artifact message names the executable wherever the target dir is.
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "containerpilot")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from));
+    match exe {
+        Some(p) => Ok(Ok(p)),
+        None => Ok(Err(format!(
+            "cargo named no containerpilot executable\n{stderr}"
+        ))),
+    }
+}
+
+/// flock(2) on the build lock shared by the developers' cargo commands
+/// (`CONTAINERPILOT_BUILD_LOCK`, default /tmp/cp-cargo.lock), waited for at most
+/// 15 minutes: whoever holds it longer is not compiling, so we build anyway.
+struct BuildLock(Option<std::fs::File>);
+
+impl BuildLock {
+    fn take() -> BuildLock {
+        let path = std::env::var_os("CONTAINERPILOT_BUILD_LOCK")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/tmp/cp-cargo.lock".into());
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            return BuildLock(None);
+        };
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            // SAFETY: flock(2) on an fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return BuildLock(Some(f));
+            }
+            if start.elapsed() > Duration::from_secs(15 * 60) {
+                eprintln!("build lock {path:?} still held after 15 min; building anyway");
+                return BuildLock(None);
+            }
+            if !said {
+                eprintln!("waiting for the build lock {path:?} to build the {MUSL} binary");
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
