@@ -182,7 +182,9 @@ fn docker_or_skip() -> bool {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Images and containers of one test, removed on drop.
+/// Images and containers of one test, removed on drop. Images are built with
+/// --no-cache so that no two tests share a layer: removing one test's image
+/// must not pull a cached parent from under another test's build.
 struct Scene {
     dir: TempDir,
     tag: String,
@@ -227,6 +229,7 @@ impl Scene {
         docker_ok(&[
             "build",
             "-q",
+            "--no-cache",
             "-f",
             &format!("{ctx}/Dockerfile.scratch"),
             "--target",
@@ -265,7 +268,14 @@ impl Scene {
         )
         .expect("write Dockerfile");
         let tag = format!("{}-shell", self.tag);
-        docker_ok(&["build", "-q", "-t", &tag, &ctx.display().to_string()]);
+        docker_ok(&[
+            "build",
+            "-q",
+            "--no-cache",
+            "-t",
+            &tag,
+            &ctx.display().to_string(),
+        ]);
         self.images.push(tag.clone());
         tag
     }
