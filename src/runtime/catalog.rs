@@ -94,6 +94,10 @@ impl Runtime {
             return;
         };
         let fresh = self.announced.get(&job) != Some(&own);
+        // Another job (a sibling of the same name, or this job's version before
+        // a reload) wrote the entry: this job's first heartbeat registers its
+        // own definition over it, even when the payload is the same.
+        let over_other = fresh && self.in_catalog.contains_key(&own.id);
         let service = match &a {
             Action::Heartbeat if !fresh => self
                 .in_catalog
@@ -109,13 +113,20 @@ impl Runtime {
         // out too (deregistering an unknown ID is harmless).
         if matches!(a, Action::Register(_) | Action::Heartbeat) && !leaving {
             self.registered.insert(service.id.clone());
-        }
-        if matches!(a, Action::Register(_) | Action::Heartbeat) && !leaving {
             self.announced.insert(job, own.clone());
             self.in_catalog.insert(own.id.clone(), service.clone());
         }
         let req = match a {
             Action::Register(status) if !leaving => Request::Register { service, status },
+            Action::Heartbeat if !leaving && over_other => {
+                if let Some(c) = &self.catalog.client {
+                    c.send(Request::Register {
+                        service: service.clone(),
+                        status: crate::config::types::CheckStatus::Passing,
+                    });
+                }
+                Request::Heartbeat { service }
+            }
             Action::Heartbeat if !leaving => Request::Heartbeat { service },
             Action::Deregister => {
                 if self.deregistered.contains(&service.id) {
