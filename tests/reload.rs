@@ -419,3 +419,35 @@ fn sighup_in_2x_mode_keeps_unchanged_jobs() {
     assert!(st.is_some());
     assert!(consul.services().get(&web_id).is_none());
 }
+
+#[test]
+fn a_reload_during_shutdown_is_refused_with_503_and_an_invalid_one_with_400() {
+    let d = TempDir::new("reload-refused");
+    let dir = d.0.display().to_string();
+    let cfg = d.write(
+        "cp.json5",
+        &format!(
+            r#"{{ control: {{ socket: "{dir}/cp.socket" }},
+  jobs: [ {{ name: "slow", exec: ["sh", "-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"] }} ] }}"#
+        ),
+    );
+    let mut cp = Daemon::start(&cfg);
+    wait_ready(&d.socket());
+    assert!(wait_until(5 * SEC, || pid_of(&d, "slow").is_some()));
+    let pid = pid_of(&d, "slow");
+    std::fs::write(&cfg, "{ jobs: [ { name: ").unwrap();
+    let (code, body) = reload(&d);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.starts_with("parse error at line:col [1:"), "{body}");
+    assert_eq!(pid_of(&d, "slow"), pid, "nothing changed");
+    std::thread::sleep(Duration::from_millis(300));
+    cp.signal(SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, body) = reload(&d);
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "shutting down: reload refused\n")
+    );
+    let st = cp.wait_exit(10 * SEC);
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
