@@ -292,6 +292,142 @@ fn machine() -> String {
     format!("on {date} ({cpu}, {cores} cores, Linux {})", kernel.trim())
 }
 
+/// A tiny HTTP/1.1 server for native checks: answers every request with 200
+/// and keeps the connection, a thread per connection (as most servers keep
+/// connections alive, the daemon's probes reuse them).
+fn health_endpoint() -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let mut seen = Vec::new();
+                loop {
+                    while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..i + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// CPU time of all the process's threads, in ns (schedstat: exact, unlike
+/// tick-sampled utime/stime).
+fn cpu_ns(pid: i32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// 100 advertised jobs with 1 s checks heartbeating to the Consul double: the
+/// daemon's CPU over 10 s and its RSS, with `health.exec` and with `health.http`.
+fn check_rows(b: &Bench) -> Vec<Vec<String>> {
+    let endpoint = health_endpoint();
+    let mut rows = Vec::new();
+    for (kind, check) in [
+        ("exec", r#"exec: "true""#.to_string()),
+        ("native HTTP", format!("http: \"http://{endpoint}/health\"")),
+        // No check at all: what the heartbeats alone cost.
+        ("no", String::new()),
+    ] {
+        let check = if check.is_empty() {
+            check
+        } else {
+            format!("{check},")
+        };
+        let consul = common::consul_double::ConsulDouble::start();
+        let sock = b.dir.path(&format!("hb-{}.sock", rows.len()));
+        let jobs: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    r#"{{ name: "svc{i}", exec: [{h:?}, "sleep", "600"], port: {p}, interfaces: ["lo"],
+                         health: {{ {check} interval: 1, ttl: 5 }} }}"#,
+                    h = b.h(),
+                    p = 10000 + i
+                )
+            })
+            .collect();
+        let cfg = b.dir.write(
+            &format!("hb-{}.json5", rows.len()),
+            &format!(
+                "{{ consul: {:?}, control: {{ socket: {:?} }}, jobs: [ {} ] }}",
+                consul.addr(),
+                sock.display().to_string(),
+                jobs.join(",")
+            ),
+        );
+        let cp = Guard::spawn(&mut cp_command(&cfg));
+        wait_until(10 * SEC, || {
+            consul.services().as_object().map(|m| m.len()).unwrap_or(0) >= 100
+        });
+        std::thread::sleep(3 * SEC);
+        let pid = cp.pid();
+        let t0 = cpu_ns(pid);
+        let hb = |c: &common::consul_double::ConsulDouble| {
+            c.requests()
+                .iter()
+                .filter(|(_, p, _)| p.starts_with("/v1/agent/check/update/"))
+                .count()
+        };
+        let h0 = hb(&consul);
+        std::thread::sleep(10 * SEC);
+        let t1 = cpu_ns(pid);
+        let h1 = hb(&consul);
+        let rss = rss_kb(pid);
+        let goal = if kind == "native HTTP" {
+            "≤ 0.5 % CPU"
+        } else {
+            "—"
+        };
+        rows.push(vec![
+            format!(
+                "heartbeats: 100 advertised jobs, 1 s {kind} checks (daemon CPU over 10 s, RSS)"
+            ),
+            format!(
+                "{:.2} % CPU, {:.0} heartbeats/s, {}",
+                (t1.saturating_sub(t0)) as f64 / 1e9 / 10.0 * 100.0,
+                (h1 - h0) as f64 / 10.0,
+                mb(rss)
+            ),
+            "n/a".into(),
+            "n/a".into(),
+            goal.into(),
+        ]);
+        drop(cp);
+    }
+    rows
+}
+
+/// Just the check rows, for a quick look:
+/// `cargo test --release --test bench checks_only -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn checks_only() {
+    let dir = TempDir::new("bench-checks");
+    let helper = build_helper(&dir.0);
+    let b = Bench { dir, helper, n: 0 };
+    for r in check_rows(&b) {
+        println!("| {} |", r.join(" | "));
+    }
+}
+
 #[test]
 #[ignore = "benchmark: run with `make bench`"]
 fn performance_table() {
@@ -543,58 +679,8 @@ fn performance_table() {
     ]);
 
     // Heartbeat throughput: 100 advertised jobs with 1 s checks against the
-    // Consul double; the daemon's CPU over 10 s.
-    {
-        let consul = common::consul_double::ConsulDouble::start();
-        let sock = b.dir.path("hb.sock");
-        let jobs: Vec<String> = (0..100)
-            .map(|i| {
-                format!(
-                    r#"{{ name: "svc{i}", exec: ["sleep", "600"], port: {p}, interfaces: ["lo"],
-                         health: {{ exec: "true", interval: 1, ttl: 5 }} }}"#,
-                    p = 10000 + i
-                )
-            })
-            .collect();
-        let cfg = b.dir.write(
-            "hb.json5",
-            &format!(
-                "{{ consul: {:?}, control: {{ socket: {:?} }}, jobs: [ {} ] }}",
-                consul.addr(),
-                sock.display().to_string(),
-                jobs.join(",")
-            ),
-        );
-        let cp = Guard::spawn(&mut cp_command(&cfg));
-        wait_until(10 * SEC, || {
-            consul.services().as_object().map(|m| m.len()).unwrap_or(0) >= 100
-        });
-        std::thread::sleep(2 * SEC);
-        let pid = cp.pid();
-        let t0 = cpu_ticks(pid).unwrap_or(0);
-        let hb = |c: &common::consul_double::ConsulDouble| {
-            c.requests()
-                .iter()
-                .filter(|(_, p, _)| p.starts_with("/v1/agent/check/update/"))
-                .count()
-        };
-        let h0 = hb(&consul);
-        std::thread::sleep(10 * SEC);
-        let t1 = cpu_ticks(pid).unwrap_or(0);
-        let h1 = hb(&consul);
-        rows.push(vec![
-            "heartbeats: 100 advertised jobs, 1 s checks (daemon CPU over 10 s)".into(),
-            format!(
-                "{:.1} % CPU, {:.0} heartbeats/s",
-                (t1.saturating_sub(t0)) as f64 / 10.0,
-                (h1 - h0) as f64 / 10.0
-            ),
-            na.clone(),
-            na.clone(),
-            "—".into(),
-        ]);
-        drop(cp);
-    }
+    // Consul double; the daemon's CPU over 10 s, exec checks vs native ones.
+    rows.extend(check_rows(&b));
     eprintln!("heartbeats done");
 
     rows.push(watchbench::latency_row(&h));

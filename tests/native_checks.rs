@@ -20,12 +20,16 @@ use std::time::Duration;
 const SEC: Duration = Duration::from_secs(1);
 
 /// An HTTP/1.1 server on 127.0.0.1: `/ok` 200, `/fail` 500, `/nocontent` 204,
-/// `/hang` reads the request and never answers. It records request heads and
+/// `/hang` reads the request and never answers; `/drop` answers as if the
+/// connection stayed open, then closes it. With `keep` it serves further
+/// requests on a connection (and says so), else it answers
+/// `Connection: close`. It records request heads, counts connections, and
 /// counts hung connections the client has closed.
 struct Upstream {
     addr: String,
     heads: Arc<Mutex<Vec<String>>>,
     hung_closed: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -34,32 +38,53 @@ enum Wrap {
     Tls(Arc<rustls::ServerConfig>),
 }
 
+#[derive(Clone, Copy)]
+enum Conn {
+    Close,
+    Keep,
+    /// Keep-alive answers, but a second request on a connection is met by a
+    /// hang-up (a server's idle timeout racing the next probe).
+    KeepOnce,
+}
+
 impl Upstream {
     fn start(wrap: Wrap) -> Upstream {
+        Self::start_with(wrap, Conn::Close)
+    }
+
+    fn start_with(wrap: Wrap, mode: Conn) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let hung_closed = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let wrap = Arc::new(wrap);
         {
-            let (heads, hung_closed, stop) = (heads.clone(), hung_closed.clone(), stop.clone());
+            let (heads, hung_closed, conns, stop) = (
+                heads.clone(),
+                hung_closed.clone(),
+                conns.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 for s in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(s) = s else { continue };
+                    conns.fetch_add(1, Ordering::SeqCst);
                     let (heads, hung_closed, wrap) =
                         (heads.clone(), hung_closed.clone(), wrap.clone());
                     std::thread::spawn(move || match &*wrap {
-                        Wrap::Plain => answer(s, &heads, &hung_closed),
+                        Wrap::Plain => answer(s, &heads, &hung_closed, mode),
                         Wrap::Tls(cfg) => {
                             let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
                                 return;
                             };
                             let _ = s.set_read_timeout(Some(10 * SEC));
-                            answer(rustls::StreamOwned::new(conn, s), &heads, &hung_closed)
+                            let tls = rustls::StreamOwned::new(conn, s);
+                            answer(tls, &heads, &hung_closed, mode)
                         }
                     });
                 }
@@ -69,8 +94,14 @@ impl Upstream {
             addr,
             heads,
             hung_closed,
+            conns,
             stop,
         }
+    }
+
+    fn requests(&self, path: &str) -> usize {
+        let line = format!("GET {path} HTTP/1.1\r\n");
+        self.heads().iter().filter(|h| h.starts_with(&line)).count()
     }
 
     fn url(&self, scheme: &str, path: &str) -> String {
@@ -89,44 +120,70 @@ impl Drop for Upstream {
     }
 }
 
-fn answer<S: Read + Write>(mut s: S, heads: &Mutex<Vec<String>>, hung_closed: &AtomicUsize) {
+fn answer<S: Read + Write>(
+    mut s: S,
+    heads: &Mutex<Vec<String>>,
+    hung_closed: &AtomicUsize,
+    mode: Conn,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    if let Ok(mut h) = heads.lock() {
-        h.push(head);
-    }
-    let status = match path.as_str() {
-        "/ok" => "200 OK",
-        "/nocontent" => "204 No Content",
-        "/hang" => {
-            // Hold the connection until the client gives up on it.
-            loop {
-                match s.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                    Err(_) => break,
-                }
+    let mut served = 0;
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
             }
-            hung_closed.fetch_add(1, Ordering::SeqCst);
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        if matches!(mode, Conn::KeepOnce) && served == 1 {
             return;
         }
-        _ => "500 Internal Server Error",
-    };
-    let _ = s.write_all(
-        format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
-            .as_bytes(),
-    );
-    let _ = s.flush();
+        served += 1;
+        if let Ok(mut h) = heads.lock() {
+            h.push(head);
+        }
+        let status = match path.as_str() {
+            "/ok" | "/drop" => "200 OK",
+            "/nocontent" => "204 No Content",
+            "/hang" => {
+                // Hold the connection until the client gives up on it.
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+                hung_closed.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            _ => "500 Internal Server Error",
+        };
+        let (body, conn) = match (mode, status) {
+            (_, "204 No Content") => ("", ""),
+            (Conn::Keep | Conn::KeepOnce, _) => ("bye", ""),
+            (Conn::Close, _) => ("bye", "Connection: close\r\n"),
+        };
+        let len = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
+        let _ = s.write_all(format!("HTTP/1.1 {status}\r\n{len}{conn}\r\n{body}").as_bytes());
+        let _ = s.flush();
+        if matches!(mode, Conn::Close) || path == "/drop" {
+            return;
+        }
+    }
 }
 
 /// Write `jobs` into a config with a control socket in `dir`; start it.
@@ -521,4 +578,73 @@ fn validate_rejects_bad_native_checks_with_path_and_line() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+#[test]
+fn kept_connections_carry_the_next_probes() {
+    let up = Upstream::start_with(Wrap::Plain, Conn::Keep);
+    let dir = TempDir::new("native-keep");
+    let jobs = format!(
+        r#"
+        {{ name: "keep", health: {{ http: {ok:?}, interval: 1, ttl: 5 }} }},
+        {{ name: "drop", health: {{ http: {drop:?}, interval: 1, ttl: 5 }} }},
+        "#,
+        ok = up.url("http", "/ok"),
+        drop = up.url("http", "/drop"),
+    );
+    let racy = Upstream::start_with(Wrap::Plain, Conn::KeepOnce);
+    let jobs = format!(
+        r#"{jobs} {{ name: "racy", health: {{ http: {url:?}, interval: 1, ttl: 5 }} }}"#,
+        url = racy.url("http", "/ok")
+    );
+    let d = daemon(&dir, "", &jobs);
+    assert!(
+        wait_until(10 * SEC, || up.requests("/ok") >= 4
+            && up.requests("/drop") >= 4
+            && racy.requests("/ok") >= 4),
+        "{}",
+        d.log()
+    );
+    // Every probe after the first found its kept connection hung up on, and
+    // passed on a fresh one.
+    assert_eq!(job_status(&dir, "racy"), "healthy");
+    assert!(!d.log().contains("check.racy: GET"), "{}", d.log());
+    assert!(racy.conns.load(Ordering::SeqCst) >= racy.requests("/ok"));
+    assert_eq!(job_status(&dir, "keep"), "healthy");
+    assert_eq!(job_status(&dir, "drop"), "healthy");
+    // /ok keeps one connection; /drop needs a new one for every probe, and a
+    // server that hangs up between probes is never reported as a failure.
+    let conns = up.conns.load(Ordering::SeqCst);
+    let drops = up.requests("/drop");
+    assert!(
+        conns <= drops + 2,
+        "{conns} connections for {drops} /drop and {} /ok probes",
+        up.requests("/ok")
+    );
+    assert!(!d.log().contains("check.drop: GET"), "{}", d.log());
+    assert!(!d.log().contains("check.keep: GET"), "{}", d.log());
+}
+
+#[test]
+fn kept_tls_connections_carry_the_next_probes() {
+    let dir = TempDir::new("native-keep-tls");
+    certs(&dir.0);
+    let up = Upstream::start_with(Wrap::Tls(tls_server_config(&dir.0)), Conn::Keep);
+    let ca = dir.path("ca.pem").display().to_string();
+    let jobs = format!(
+        r#"{{ name: "web", health: {{ http: {ok:?}, tls: {{ cafile: {ca:?} }}, interval: 1, ttl: 5 }} }}"#,
+        ok = up.url("https", "/ok"),
+    );
+    let d = daemon(&dir, "", &jobs);
+    assert!(
+        wait_until(10 * SEC, || up.requests("/ok") >= 4),
+        "{}",
+        d.log()
+    );
+    assert_eq!(job_status(&dir, "web"), "healthy");
+    assert_eq!(
+        up.conns.load(Ordering::SeqCst),
+        1,
+        "one TLS handshake for every probe"
+    );
 }

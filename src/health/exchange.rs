@@ -1,14 +1,20 @@
 //! One probe over a connected, non-blocking byte stream: send the GET (through
-//! rustls for https), read until the status line decides. The stream is any
-//! `Read + Write`; `WouldBlock` means "call `drive` again when the socket is
-//! ready". The body is never read: the status decides, as `curl --fail` does.
+//! rustls for https) and read the response. The status line decides, as with
+//! `curl --fail`; the rest of the response is read only to leave the connection
+//! ready for the next probe (HTTP/1.1 keep-alive), which saves a TCP (and TLS)
+//! handshake per check. The stream is any `Read + Write`; `WouldBlock` means
+//! "call `drive` again when the socket is ready".
 
 use super::HttpTarget;
+use crate::http::chunked::ChunkedDecoder;
 use rustls::ClientConnection;
 use std::io::{self, Read, Write};
 
-/// Bytes of response we look through for the status line (and interim 1xx heads).
+/// Bytes of response head we look through (interim 1xx heads included).
 const MAX_HEAD: usize = 16 * 1024;
+/// A longer body is not drained for reuse: the connection is closed instead.
+const MAX_BODY: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
 
 /// How a probe ended; the text is what the log and the `error` event show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,11 +23,32 @@ pub enum Outcome {
     Fail(String),
 }
 
+/// The end of an exchange: its outcome, and whether the connection may carry
+/// the next probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finish {
+    pub outcome: Outcome,
+    pub reusable: bool,
+}
+
+enum Stage {
+    Head,
+    Length(usize),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
 pub struct Exchange {
     request: Vec<u8>,
     sent: usize,
-    head: Vec<u8>,
+    buf: Vec<u8>,
+    /// Some response byte has arrived.
+    received: bool,
+    /// What the status line said, once it has come.
+    verdict: Option<Outcome>,
     expect: Option<u16>,
+    stage: Stage,
+    body_seen: usize,
     tls: Option<Box<ClientConnection>>,
 }
 
@@ -47,147 +74,270 @@ fn clean(b: &[u8]) -> String {
         .collect()
 }
 
-enum Head {
-    Partial,
-    Status(u16, String),
-    Bad(String),
+/// `HTTP/1.x NNN reason` into the code and reason.
+fn status_line(line: &[u8]) -> Result<(u16, String), String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(rest) = line.strip_prefix(b"HTTP/1.") else {
+        return Err(format!("malformed response: {:?}", clean(line)));
+    };
+    let code = rest
+        .get(2..5)
+        .filter(|c| rest.get(1) == Some(&b' ') && c.iter().all(u8::is_ascii_digit))
+        .and_then(|c| std::str::from_utf8(c).ok()?.parse::<u16>().ok())
+        .ok_or_else(|| format!("malformed status line: {:?}", clean(line)))?;
+    Ok((code, clean(rest.get(6..).unwrap_or(&[])).trim().to_string()))
 }
 
-/// The status line at the start of `buf`; interim 1xx heads are consumed.
-fn status_line(buf: &mut Vec<u8>) -> Head {
-    loop {
-        let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-            return Head::Partial;
-        };
-        let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-        let Some(rest) = line.strip_prefix(b"HTTP/1.") else {
-            return Head::Bad(format!("malformed response: {:?}", clean(line)));
-        };
-        let code = rest
-            .get(2..5)
-            .filter(|c| rest.get(1) == Some(&b' ') && c.iter().all(u8::is_ascii_digit))
-            .and_then(|c| std::str::from_utf8(c).ok()?.parse::<u16>().ok());
-        let Some(code) = code else {
-            return Head::Bad(format!("malformed status line: {:?}", clean(line)));
-        };
-        let reason = clean(rest.get(6..).unwrap_or(&[])).trim().to_string();
-        if (100..200).contains(&code) && code != 101 {
-            // Skip the interim head and look at what follows it.
-            match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => {
-                    buf.drain(..end + 4);
-                    continue;
-                }
-                None => return Head::Partial,
-            }
-        }
-        return Head::Status(code, reason);
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// How the body after a complete head is delimited; `None` = only by the end
+/// of the connection, which then cannot be reused.
+fn framing(code: u16, head: &[u8]) -> Option<Stage> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut headers);
+    if !matches!(r.parse(head), Ok(httparse::Status::Complete(_))) || r.version != Some(1) {
+        return None;
+    }
+    let value = |name: &str| {
+        r.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    if value("connection")
+        .iter()
+        .any(|v| v.split(',').any(|t| t.trim() == "close"))
+    {
+        return None;
+    }
+    if code == 204 || code == 304 {
+        return Some(Stage::Length(0));
+    }
+    if let Some(te) = value("transfer-encoding").last() {
+        return (te.rsplit(',').next().map(str::trim) == Some("chunked"))
+            .then(|| Stage::Chunked(ChunkedDecoder::new()));
+    }
+    match &value("content-length")[..] {
+        [one] => one
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= MAX_BODY)
+            .map(Stage::Length),
+        _ => None,
     }
 }
 
 impl Exchange {
-    /// `tls` is a fresh rustls client for an https target.
-    pub fn http(target: &HttpTarget, tls: Option<ClientConnection>) -> Exchange {
+    /// `tls` is the rustls client of an https target: fresh, or the session of
+    /// a kept connection.
+    pub fn http(target: &HttpTarget, tls: Option<Box<ClientConnection>>) -> Exchange {
         Exchange {
             request: target.request(),
             sent: 0,
-            head: Vec::new(),
+            buf: Vec::new(),
+            received: false,
+            verdict: None,
             expect: target.status,
-            tls: tls.map(Box::new),
+            stage: Stage::Head,
+            body_seen: 0,
+            tls,
         }
     }
 
-    fn decide(&mut self) -> Option<Outcome> {
-        match status_line(&mut self.head) {
-            Head::Partial if self.head.len() > MAX_HEAD => {
-                Some(Outcome::Fail("malformed response: head too large".into()))
-            }
-            Head::Partial => None,
-            Head::Bad(why) => Some(Outcome::Fail(why)),
-            Head::Status(code, reason) => {
-                let text = if reason.is_empty() {
-                    format!("HTTP {code}")
-                } else {
-                    format!("HTTP {code} {reason}")
-                };
-                let ok = match self.expect {
-                    Some(want) => code == want,
-                    None => (200..300).contains(&code),
-                };
-                Some(match (ok, self.expect) {
-                    (true, _) => Outcome::Pass(text),
-                    (false, Some(want)) => Outcome::Fail(format!("{text}, expected {want}")),
-                    (false, None) => Outcome::Fail(text),
-                })
+    /// The TLS session, to keep with a reusable connection.
+    pub fn take_tls(&mut self) -> Option<Box<ClientConnection>> {
+        self.tls.take()
+    }
+
+    /// What the status said, if it has come (a timeout after it does not
+    /// turn a pass into a failure).
+    pub fn verdict(&self) -> Option<&Outcome> {
+        self.verdict.as_ref()
+    }
+
+    /// Nothing came back: on a kept connection the server may have closed it
+    /// while idle, and a fresh connection deserves a try.
+    pub fn stale(&self) -> bool {
+        !self.received
+    }
+
+    fn judge(&self, code: u16, reason: &str) -> Outcome {
+        let text = if reason.is_empty() {
+            format!("HTTP {code}")
+        } else {
+            format!("HTTP {code} {reason}")
+        };
+        let ok = match self.expect {
+            Some(want) => code == want,
+            None => (200..300).contains(&code),
+        };
+        match (ok, self.expect) {
+            (true, _) => Outcome::Pass(text),
+            (false, Some(want)) => Outcome::Fail(format!("{text}, expected {want}")),
+            (false, None) => Outcome::Fail(text),
+        }
+    }
+
+    fn finish(&mut self, reusable: bool) -> Option<Finish> {
+        let outcome = self.verdict.take()?;
+        Some(Finish { outcome, reusable })
+    }
+
+    fn fail(why: String) -> Option<Finish> {
+        Some(Finish {
+            outcome: Outcome::Fail(why),
+            reusable: false,
+        })
+    }
+
+    /// Work through the buffered response; `Some` once it is decided and,
+    /// for a kept connection, read to its end.
+    fn step(&mut self) -> Option<Finish> {
+        loop {
+            match &mut self.stage {
+                Stage::Head => {
+                    let Some(eol) = self.buf.iter().position(|&b| b == b'\n') else {
+                        if self.buf.len() > MAX_HEAD {
+                            return Self::fail("malformed response: head too large".into());
+                        }
+                        return None;
+                    };
+                    let (code, reason) = match status_line(&self.buf[..eol]) {
+                        Ok(s) => s,
+                        Err(why) => return Self::fail(why),
+                    };
+                    let interim = (100..200).contains(&code) && code != 101;
+                    if !interim && self.verdict.is_none() {
+                        self.verdict = Some(self.judge(code, &reason));
+                    }
+                    let Some(end) = head_end(&self.buf) else {
+                        if self.buf.len() > MAX_HEAD {
+                            return match self.verdict {
+                                Some(_) => self.finish(false),
+                                None => Self::fail("malformed response: head too large".into()),
+                            };
+                        }
+                        return None;
+                    };
+                    if interim {
+                        self.buf.drain(..end);
+                        continue;
+                    }
+                    let next = framing(code, &self.buf[..end]);
+                    self.buf.drain(..end);
+                    match next {
+                        Some(stage) => self.stage = stage,
+                        None => return self.finish(false),
+                    }
+                }
+                Stage::Length(left) => {
+                    let take = (*left).min(self.buf.len());
+                    self.buf.drain(..take);
+                    *left -= take;
+                    if *left > 0 {
+                        return None;
+                    }
+                    self.stage = Stage::Done;
+                }
+                Stage::Chunked(dec) => {
+                    let mut scratch = Vec::new();
+                    let Ok(p) = dec.decode(&self.buf, &mut scratch, MAX_BODY) else {
+                        return self.finish(false);
+                    };
+                    self.buf.drain(..p.consumed);
+                    self.body_seen += scratch.len();
+                    if self.body_seen > MAX_BODY {
+                        return self.finish(false);
+                    }
+                    if !p.done {
+                        return None;
+                    }
+                    self.stage = Stage::Done;
+                }
+                Stage::Done => {
+                    // Bytes beyond the response: the server is out of step.
+                    let clean_end = self.buf.is_empty();
+                    return self.finish(clean_end);
+                }
             }
         }
     }
 
-    fn closed(&self) -> Outcome {
-        Outcome::Fail(if self.head.is_empty() {
+    fn take(&mut self, data: &[u8]) -> Option<Finish> {
+        self.received = true;
+        self.buf.extend_from_slice(data);
+        self.step()
+    }
+
+    /// The peer closed the connection.
+    fn closed(&mut self) -> Option<Finish> {
+        if self.verdict.is_some() {
+            return self.finish(false);
+        }
+        Self::fail(if self.buf.is_empty() {
             "connection closed without a response".into()
         } else {
             "connection closed in the middle of the status line".into()
         })
     }
 
-    /// Take response bytes; `Some` once the status decides.
-    fn take(&mut self, data: &[u8]) -> Option<Outcome> {
-        self.head.extend_from_slice(data);
-        self.decide()
-    }
-
     /// Move as many bytes as the stream allows. `Some` when the probe is over.
-    pub fn drive<S: Read + Write>(&mut self, io: &mut S) -> Option<Outcome> {
-        if self.tls.is_some() {
-            self.drive_tls(io)
-        } else {
-            self.drive_plain(io)
+    pub fn drive<S: Read + Write>(&mut self, io: &mut S) -> Option<Finish> {
+        match self.tls.take() {
+            Some(mut conn) => {
+                let out = self.tls_steps(&mut conn, io);
+                self.tls = Some(conn);
+                out
+            }
+            None => self.drive_plain(io),
         }
     }
 
-    fn drive_plain<S: Read + Write>(&mut self, io: &mut S) -> Option<Outcome> {
+    fn drive_plain<S: Read + Write>(&mut self, io: &mut S) -> Option<Finish> {
+        let unsent = self.sent < self.request.len();
         while self.sent < self.request.len() {
             match io.write(&self.request[self.sent..]) {
-                Ok(0) => return Some(Outcome::Fail("connection closed while sending".into())),
+                Ok(0) => return Self::fail("connection closed while sending".into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(Outcome::Fail(format!("send: {}", short_error(&e)))),
+                Err(e) => return Self::fail(format!("send: {}", short_error(&e))),
             }
+        }
+        if unsent && self.sent == self.request.len() {
+            // The answer cannot be there yet; its arrival wakes us (the
+            // poll is edge-triggered and registered before the write).
+            return None;
         }
         let mut buf = [0u8; 2048];
         loop {
             match io.read(&mut buf) {
-                Ok(0) => return Some(self.closed()),
+                Ok(0) => return self.closed(),
                 Ok(n) => {
-                    if let Some(o) = self.take(&buf[..n]) {
-                        return Some(o);
+                    if let Some(f) = self.take(&buf[..n]) {
+                        return Some(f);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(Outcome::Fail(format!("receive: {}", short_error(&e)))),
+                Err(e) => return Self::fail(format!("receive: {}", short_error(&e))),
             }
         }
-    }
-
-    fn drive_tls<S: Read + Write>(&mut self, io: &mut S) -> Option<Outcome> {
-        let mut conn = self.tls.take()?;
-        let out = self.tls_steps(&mut conn, io);
-        self.tls = Some(conn);
-        out
     }
 
     fn tls_steps<S: Read + Write>(
         &mut self,
         conn: &mut ClientConnection,
         io: &mut S,
-    ) -> Option<Outcome> {
+    ) -> Option<Finish> {
         if self.sent == 0 {
             // rustls holds plaintext until the handshake is done.
             if let Err(e) = conn.writer().write_all(&self.request) {
-                return Some(Outcome::Fail(format!("tls: {}", short_error(&e))));
+                return Self::fail(format!("tls: {}", short_error(&e)));
             }
             self.sent = self.request.len();
         }
@@ -197,7 +347,7 @@ impl Exchange {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Some(Outcome::Fail(format!("send: {}", short_error(&e)))),
+                    Err(e) => return Self::fail(format!("send: {}", short_error(&e))),
                 }
             }
             let eof = match conn.read_tls(io) {
@@ -205,28 +355,28 @@ impl Exchange {
                 Ok(_) => false,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Some(Outcome::Fail(format!("receive: {}", short_error(&e)))),
+                Err(e) => return Self::fail(format!("receive: {}", short_error(&e))),
             };
             if let Err(e) = conn.process_new_packets() {
                 // Tell the server why (a TLS alert) before we hang up.
                 let _ = conn.write_tls(io);
-                return Some(Outcome::Fail(format!("tls: {e}")));
+                return Self::fail(format!("tls: {e}"));
             }
             let mut buf = [0u8; 2048];
             loop {
                 match conn.reader().read(&mut buf) {
-                    Ok(0) => return Some(self.closed()),
+                    Ok(0) => return self.closed(),
                     Ok(n) => {
-                        if let Some(o) = self.take(&buf[..n]) {
-                            return Some(o);
+                        if let Some(f) = self.take(&buf[..n]) {
+                            return Some(f);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => return Some(self.closed()),
+                    Err(_) => return self.closed(),
                 }
             }
             if eof {
-                return Some(self.closed());
+                return self.closed();
             }
         }
     }
@@ -291,59 +441,133 @@ mod tests {
         }
     }
 
+    /// Drive as the loop would: again after each readiness, until done.
+    fn drive_all(x: &mut Exchange, s: &mut Script) -> Option<Finish> {
+        for _ in 0..20 {
+            if let Some(f) = x.drive(s) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    fn pass(text: &str, reusable: bool) -> Option<Finish> {
+        Some(Finish {
+            outcome: Outcome::Pass(text.into()),
+            reusable,
+        })
+    }
+
+    fn fail(text: &str) -> Option<Finish> {
+        Some(Finish {
+            outcome: Outcome::Fail(text.into()),
+            reusable: false,
+        })
+    }
+
     #[test]
-    fn passes_on_2xx_in_pieces() {
+    fn passes_on_2xx_in_pieces_and_keeps_the_connection() {
         let mut x = Exchange::http(&target(None), None);
-        let mut s = script(&[b"", b"HTTP/1.1 2", b"", b"04 No Content\r\n"], 10);
+        let mut s = script(
+            &[
+                b"",
+                b"HTTP/1.1 2",
+                b"",
+                b"04 No Content\r\nServer: x\r\n",
+                b"",
+                b"\r\n",
+            ],
+            10,
+        );
         assert_eq!(x.drive(&mut s), None, "request only partly sent");
         s.write_room = 1 << 20;
+        let unread = s.reads.len();
+        assert_eq!(x.drive(&mut s), None, "request sent: wait to be woken");
+        assert_eq!(s.reads.len(), unread, "nothing read right after sending");
         assert_eq!(x.drive(&mut s), None);
+        assert_eq!(x.drive(&mut s), None, "the head is not complete yet");
         assert_eq!(
-            x.drive(&mut s),
-            Some(Outcome::Pass("HTTP 204 No Content".into()))
+            x.verdict(),
+            Some(&Outcome::Pass("HTTP 204 No Content".into()))
         );
+        assert_eq!(x.drive(&mut s), pass("HTTP 204 No Content", true));
         assert!(s.written.starts_with(b"GET /h HTTP/1.1\r\n"));
         assert!(s.written.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_body_is_read_to_its_end_for_reuse() {
+        let run = |resp: &[&[u8]]| {
+            let mut x = Exchange::http(&target(None), None);
+            drive_all(&mut x, &mut script(resp, 1 << 20))
+        };
+        let ok = |body: &str| {
+            run(&[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                body.as_bytes(),
+            ])
+        };
+        assert_eq!(ok("hello"), pass("HTTP 200 OK", true));
+        assert_eq!(
+            ok("hello!"),
+            pass("HTTP 200 OK", false),
+            "extra bytes: out of step"
+        );
+        assert_eq!(ok("hel"), pass("HTTP 200 OK", false), "closed early");
+        let chunked: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc",
+            b"\r\n0\r\n\r\n",
+        ];
+        assert_eq!(run(chunked), pass("HTTP 200 OK", true));
+        let close: &[&[u8]] =
+            &[b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n"];
+        assert_eq!(run(close), pass("HTTP 200 OK", false));
+        let old: &[&[u8]] = &[b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"];
+        assert_eq!(run(old), pass("HTTP 200 OK", false));
+        let unframed: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\n\r\nbody until the end"];
+        assert_eq!(run(unframed), pass("HTTP 200 OK", false));
+        let huge: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"];
+        assert_eq!(run(huge), pass("HTTP 200 OK", false));
     }
 
     #[test]
     fn fails_with_the_reason() {
         let run = |status: Option<u16>, resp: &[u8]| {
             let mut x = Exchange::http(&target(status), None);
-            x.drive(&mut script(&[resp], 1 << 20))
+            drive_all(&mut x, &mut script(&[resp], 1 << 20))
         };
         assert_eq!(
-            run(None, b"HTTP/1.1 500 Internal Server Error\r\n\r\n"),
-            Some(Outcome::Fail("HTTP 500 Internal Server Error".into()))
+            run(
+                None,
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+            ),
+            Some(Finish {
+                outcome: Outcome::Fail("HTTP 500 Internal Server Error".into()),
+                reusable: true
+            })
         );
         assert_eq!(
             run(Some(204), b"HTTP/1.0 200 OK\r\n"),
-            Some(Outcome::Fail("HTTP 200 OK, expected 204".into()))
+            fail("HTTP 200 OK, expected 204")
         );
-        assert_eq!(
-            run(Some(503), b"HTTP/1.1 503\r\n"),
-            Some(Outcome::Pass("HTTP 503".into()))
-        );
+        assert_eq!(run(Some(503), b"HTTP/1.1 503\r\n"), pass("HTTP 503", false));
         let mut x = Exchange::http(&target(None), None);
         assert_eq!(
-            x.drive(&mut script(&[], 1 << 20)),
-            Some(Outcome::Fail("connection closed without a response".into()))
+            drive_all(&mut x, &mut script(&[], 1 << 20)),
+            fail("connection closed without a response")
         );
+        assert!(x.stale());
         assert_eq!(
             run(None, b"SSH-2.0-OpenSSH\r\n"),
-            Some(Outcome::Fail(
-                "malformed response: \"SSH-2.0-OpenSSH\"".into()
-            ))
+            fail("malformed response: \"SSH-2.0-OpenSSH\"")
         );
         assert_eq!(
             run(None, b"HTTP/1.1 2x0 OK\r\n"),
-            Some(Outcome::Fail(
-                "malformed status line: \"HTTP/1.1 2x0 OK\"".into()
-            ))
+            fail("malformed status line: \"HTTP/1.1 2x0 OK\"")
         );
         assert_eq!(
             run(None, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
-            Some(Outcome::Pass("HTTP 200 OK".into()))
+            pass("HTTP 200 OK", false)
         );
     }
 
@@ -353,8 +577,8 @@ mod tests {
         let junk = vec![b'x'; 4096];
         let reads: Vec<&[u8]> = std::iter::repeat(junk.as_slice()).take(10).collect();
         assert_eq!(
-            x.drive(&mut script(&reads, 1 << 20)),
-            Some(Outcome::Fail("malformed response: head too large".into()))
+            drive_all(&mut x, &mut script(&reads, 1 << 20)),
+            fail("malformed response: head too large")
         );
     }
 

@@ -6,7 +6,7 @@
 
 mod exchange;
 
-pub use exchange::{short_error, Exchange, Outcome};
+pub use exchange::{short_error, Exchange, Finish, Outcome};
 
 use crate::config::types::TlsConfig;
 use std::fmt;
@@ -191,8 +191,9 @@ impl HttpTarget {
         }
     }
 
-    /// The request bytes: GET with Host, our User-Agent, `Connection: close`,
-    /// then the configured headers (which may replace Host or User-Agent).
+    /// The request bytes: GET with Host and our User-Agent, then the
+    /// configured headers (which may replace Host or User-Agent). No
+    /// `Connection: close`: the connection is kept for the next probe.
     pub fn request(&self) -> Vec<u8> {
         let has = |n: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
         let mut out = format!("GET {} HTTP/1.1\r\n", self.path);
@@ -205,7 +206,7 @@ impl HttpTarget {
                 crate::VERSION
             ));
         }
-        out.push_str("Accept: */*\r\nConnection: close\r\n");
+        out.push_str("Accept: */*\r\n");
         for (k, v) in &self.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -306,10 +307,7 @@ mod tests {
         assert!(r.starts_with(
             "GET /health HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: containerpilot/"
         ));
-        assert!(
-            r.ends_with("Connection: close\r\nX-Probe: 1\r\n\r\n"),
-            "{r}"
-        );
+        assert!(r.ends_with("Accept: */*\r\nX-Probe: 1\r\n\r\n"), "{r}");
         t.headers = vec![("host".into(), "app.example".into())];
         let r = String::from_utf8(t.request()).unwrap();
         assert_eq!(r.matches("ost: ").count(), 1, "{r}");

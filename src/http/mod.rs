@@ -2,7 +2,7 @@
 //! listener (TCP): a sans-I/O server connection (`Conn`) the event loop drives, and a
 //! blocking one-shot client for CLI subcommands. No routing lives here.
 
-mod chunked;
+pub(crate) mod chunked;
 mod client;
 mod server;
 

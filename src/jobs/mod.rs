@@ -47,7 +47,8 @@ pub enum Action {
     Publish(Event),
     /// Run the exec, or the health check (a process, or a native probe).
     Spawn(ProcKind),
-    /// Abandon the native probe in flight (the job is ending).
+    /// Abandon the native probe in flight and close the check's kept
+    /// connection (the job is ending).
     StopProbe,
     /// Run the job's render or signal now, inside the loop; the runtime
     /// reports how it went with [`Job::on_run_done`] before anything else.
@@ -724,7 +725,8 @@ impl Job {
         if self.check_pid.is_some() {
             out.push(Action::Terminate(ProcKind::Check));
         }
-        if self.probe_running {
+        // Also when no probe runs: the kept connection of the check goes too.
+        if self.cfg.health.as_ref().is_some_and(|h| h.native.is_some()) {
             self.probe_running = false;
             out.push(Action::StopProbe);
         }

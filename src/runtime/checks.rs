@@ -1,16 +1,19 @@
-//! The loop's side of native health checks: one non-blocking socket per probe
-//! in flight, its poll token and its timeout timer. What is sent and how the
-//! answer is judged is `crate::health`; what the result means for the job is
-//! `jobs::Job::probe_done`.
+//! The loop's side of native health checks: one non-blocking socket per job
+//! with an http/tcp check, its poll token and its timeout timer. An HTTP
+//! connection the server keeps open is kept for the next probe (watched while
+//! idle, so a server that closes it is noticed); a probe that finds a kept
+//! connection dead before any answer retries once on a fresh one. What is sent
+//! and how the answer is judged is `crate::health`; what the result means for
+//! the job is `jobs::Job::probe_done`.
 
 use super::{Runtime, TimerKey};
 use crate::config::types::TlsConfig;
-use crate::health::{self, Exchange, Outcome, Target};
+use crate::health::{self, Exchange, Finish, Outcome, Target};
 use crate::jobs::World;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,11 +34,20 @@ struct Probe {
     connected: bool,
     /// `None` for a TCP check: connecting is the whole probe.
     exchange: Option<Exchange>,
+    /// Runs over a kept connection (which the server may have dropped).
+    reused: bool,
+}
+
+/// A kept HTTP connection between probes, with its TLS session.
+struct Idle {
+    stream: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 #[derive(Default)]
 pub struct Probes {
     live: HashMap<usize, Probe>,
+    idle: HashMap<usize, Idle>,
     tls: Vec<(TlsConfig, Arc<rustls::ClientConfig>)>,
 }
 
@@ -52,18 +64,31 @@ impl Probes {
         Ok(c)
     }
 
-    /// Open the socket and start connecting; errors are the failure reason.
+    /// Start a probe: on the kept connection if there is one, else open a
+    /// socket and start connecting; errors are the failure reason.
     fn open(&mut self, reg: &Registry, job: usize, target: &Target) -> Result<(), String> {
+        if let (Target::Http(h), Some(idle)) = (target, self.idle.remove(&job)) {
+            self.live.insert(
+                job,
+                Probe {
+                    stream: idle.stream,
+                    connected: true,
+                    exchange: Some(Exchange::http(h, idle.tls)),
+                    reused: true,
+                },
+            );
+            return Ok(());
+        }
         let exchange = match target {
             Target::Tcp(_) => None,
             Target::Http(h) => {
                 let tls = if h.https {
                     let config = self.tls_config(&h.tls)?;
                     let name = health::server_name(h).map_err(|e| e.to_string())?;
-                    Some(
+                    Some(Box::new(
                         rustls::ClientConnection::new(config, name)
                             .map_err(|e| format!("tls: {e}"))?,
-                    )
+                    ))
                 } else {
                     None
                 };
@@ -85,13 +110,14 @@ impl Probes {
                 stream,
                 connected: false,
                 exchange,
+                reused: false,
             },
         );
         Ok(())
     }
 
     /// Move the probe of `job` along; `Some` when it is over.
-    fn advance(&mut self, job: usize) -> Option<Outcome> {
+    fn advance(&mut self, job: usize) -> Option<Finish> {
         let p = self.live.get_mut(&job)?;
         if !p.connected {
             let addr = p.stream.peer_addr();
@@ -103,29 +129,76 @@ impl Probes {
             }
         }
         match &mut p.exchange {
-            None => Some(Outcome::Pass("connected".into())),
+            None => Some(Finish {
+                outcome: Outcome::Pass("connected".into()),
+                reusable: false,
+            }),
             Some(x) => x.drive(&mut p.stream),
         }
     }
 
-    fn close(&mut self, reg: &Registry, job: usize) -> Option<bool> {
-        let mut p = self.live.remove(&job)?;
-        let _ = reg.deregister(&mut p.stream);
-        Some(p.connected)
+    /// The probe is over: keep its connection for the next one or close it.
+    fn release(&mut self, reg: &Registry, job: usize, reusable: bool) {
+        let Some(mut p) = self.live.remove(&job) else {
+            return;
+        };
+        match p.exchange.as_mut() {
+            Some(x) if reusable => {
+                let tls = x.take_tls();
+                self.idle.insert(
+                    job,
+                    Idle {
+                        stream: p.stream,
+                        tls,
+                    },
+                );
+            }
+            _ => {
+                let _ = reg.deregister(&mut p.stream);
+            }
+        }
+    }
+
+    /// A kept connection became readable while idle: the server closed it
+    /// (or sent something unasked for), so it is dropped.
+    fn check_idle(&mut self, reg: &Registry, job: usize) {
+        let Some(idle) = self.idle.get_mut(&job) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        match idle.stream.read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => {
+                if let Some(mut i) = self.idle.remove(&job) {
+                    let _ = reg.deregister(&mut i.stream);
+                }
+            }
+        }
+    }
+
+    /// Drop the probe in flight and the kept connection of `job`.
+    fn close(&mut self, reg: &Registry, job: usize) {
+        self.release(reg, job, false);
+        if let Some(mut i) = self.idle.remove(&job) {
+            let _ = reg.deregister(&mut i.stream);
+        }
     }
 
     pub fn close_all(&mut self, reg: &Registry) {
-        let jobs: Vec<usize> = self.live.keys().copied().collect();
+        let jobs: Vec<usize> = self.live.keys().chain(self.idle.keys()).copied().collect();
         for j in jobs {
             self.close(reg, j);
         }
     }
 }
 
-fn connect_failed(s: &TcpStream, e: &io::Error) -> Outcome {
+fn connect_failed(s: &TcpStream, e: &io::Error) -> Finish {
     // The peer address is what we connected to, when the socket still knows.
     let to = s.peer_addr().map(|a| format!(" {a}")).unwrap_or_default();
-    Outcome::Fail(format!("connect{to}: {}", health::short_error(e)))
+    Finish {
+        outcome: Outcome::Fail(format!("connect{to}: {}", health::short_error(e))),
+        reusable: false,
+    }
 }
 
 impl Runtime {
@@ -147,16 +220,60 @@ impl Runtime {
         match self.probes.open(self.poll.registry(), job, &target) {
             Ok(()) => {
                 self.timers.arm(TimerKey::Probe(job), now, timeout, false);
-                None
+                // A kept connection is writable already and will not say so
+                // again: send now.
+                match self.probes.advance(job) {
+                    Some(f) => self.probe_over(job, f, &target),
+                    None => None,
+                }
             }
             Err(reason) => Some(self.probe_result(job, &target, Outcome::Fail(reason))),
         }
     }
 
+    /// What to do with a finished exchange: retry a dead kept connection on a
+    /// fresh one, else keep or close the socket and report.
+    fn probe_over(
+        &mut self,
+        job: usize,
+        f: Finish,
+        target: &Target,
+    ) -> Option<Vec<crate::jobs::Action>> {
+        let stale = self
+            .probes
+            .live
+            .get(&job)
+            .is_some_and(|p| p.reused && p.exchange.as_ref().is_some_and(|x| x.stale()));
+        if stale && matches!(f.outcome, Outcome::Fail(_)) {
+            self.probes.release(self.poll.registry(), job, false);
+            let retry = self.probes.open(self.poll.registry(), job, target);
+            return match retry {
+                Ok(()) => None, // the timeout timer still runs
+                Err(reason) => {
+                    self.timers.cancel(TimerKey::Probe(job));
+                    Some(self.probe_result(job, target, Outcome::Fail(reason)))
+                }
+            };
+        }
+        self.timers.cancel(TimerKey::Probe(job));
+        self.probes.release(self.poll.registry(), job, f.reusable);
+        Some(self.probe_result(job, target, f.outcome))
+    }
+
     pub(super) fn on_probe_ready(&mut self, t: Token) {
         let job = t.0 - PROBE_BASE;
-        if let Some(outcome) = self.probes.advance(job) {
-            self.end_probe(job, outcome);
+        if !self.probes.live.contains_key(&job) {
+            self.probes.check_idle(self.poll.registry(), job);
+            return;
+        }
+        if let Some(f) = self.probes.advance(job) {
+            let Some((target, _)) = self.probe_target(job) else {
+                self.stop_probe(job);
+                return;
+            };
+            if let Some(acts) = self.probe_over(job, f, &target) {
+                self.execute(job, acts, Instant::now());
+            }
         }
     }
 
@@ -165,26 +282,39 @@ impl Runtime {
         let Some((_, timeout)) = self.probe_target(job) else {
             return;
         };
-        let phase = match self.probes.live.get(&job) {
-            Some(p) if p.connected => "waiting for the response",
-            Some(_) => "connecting",
-            None => return,
+        let outcome = match self.probes.live.get(&job) {
+            // The status came; only the rest of the response is late.
+            Some(Probe {
+                exchange: Some(x), ..
+            }) if x.verdict().is_some() => x.verdict().cloned(),
+            Some(p) => {
+                let phase = if p.connected {
+                    "waiting for the response"
+                } else {
+                    "connecting"
+                };
+                Some(Outcome::Fail(format!(
+                    "timeout after {} ({phase})",
+                    crate::config::duration::format(timeout)
+                )))
+            }
+            None => None,
         };
-        let reason = format!(
-            "timeout after {} ({phase})",
-            crate::config::duration::format(timeout)
-        );
-        self.end_probe(job, Outcome::Fail(reason));
+        if let Some(o) = outcome {
+            self.end_probe(job, o);
+        }
     }
 
-    /// The job is ending: drop its probe without a result.
+    /// The job is ending: drop its probe (without a result) and its kept
+    /// connection.
     pub(super) fn stop_probe(&mut self, job: usize) {
         self.timers.cancel(TimerKey::Probe(job));
         self.probes.close(self.poll.registry(), job);
     }
 
     fn end_probe(&mut self, job: usize, outcome: Outcome) {
-        self.stop_probe(job);
+        self.timers.cancel(TimerKey::Probe(job));
+        self.probes.release(self.poll.registry(), job, false);
         let Some((target, _)) = self.probe_target(job) else {
             return;
         };

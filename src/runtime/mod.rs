@@ -369,13 +369,15 @@ impl Runtime {
             self.metrics.record_event(&ev);
             self.past.observe(&ev);
             let (now, st) = self.world();
+            // Read the clocks once per event, not once per job.
+            let wall_ms = crate::cron::wall_ms();
             for i in 0..self.jobs.len() {
                 let acts = {
                     let world = World {
                         now,
                         completed: &self.completed,
                         stop_timeout: st,
-                        wall_ms: crate::cron::wall_ms(),
+                        wall_ms,
                     };
                     self.jobs[i].on_event(&ev, &world)
                 };
