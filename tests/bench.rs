@@ -404,7 +404,7 @@ fn check_rows(b: &Bench) -> Vec<Vec<String>> {
                 "{:.2} % CPU, {:.0} heartbeats/s, {}",
                 (t1.saturating_sub(t0)) as f64 / 1e9 / 10.0 * 100.0,
                 (h1 - h0) as f64 / 10.0,
-                mb(rss)
+                kb(rss)
             ),
             "n/a".into(),
             "n/a".into(),
