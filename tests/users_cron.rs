@@ -269,3 +269,46 @@ fn cron_reads_its_fields_in_the_tz_zone() {
         "{err}"
     );
 }
+
+#[test]
+fn reload_reschedules_a_changed_cron_job() {
+    let dir = TempDir::new("cron-reload");
+    let sock = dir.socket();
+    let write = |spec: &str| {
+        dir.write(
+            "cp.json5",
+            &format!(
+                r#"{{ control: {{ socket: {sock:?} }}, jobs: [
+                    {{ name: "report", exec: "true", when: {{ cron: {spec:?} }} }},
+                    {{ name: "other", exec: "true", when: {{ cron: "@yearly" }} }} ] }}"#,
+                sock = sock.display().to_string(),
+            ),
+        )
+    };
+    let cfg = write("0 0 1 1 *");
+    let _d = Daemon::start_with(
+        std::process::Command::new(bin())
+            .arg("-config")
+            .arg(&cfg)
+            .env_remove("TZ"),
+    );
+    wait_ready(&sock);
+    let next = |name: &str| {
+        job_status(&sock, name)["NextRun"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let yearly = next("report");
+    assert!(yearly.ends_with("-01-01T00:00:00Z"), "{yearly}");
+    let other = next("other");
+    write("30 12 * * *");
+    let (code, body) = control(&sock, "POST", "/v3/reload", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        wait_until(5 * SEC, || next("report").ends_with("T12:30:00Z")),
+        "NextRun after reload: {}",
+        next("report")
+    );
+    assert_eq!(next("other"), other, "an unchanged job keeps its schedule");
+}
