@@ -9,7 +9,7 @@ IMAGE   ?= containerpilot:latest
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export CONTAINERPILOT_GIT_HASH := $(GIT_HASH)
 
-.PHONY: help build static musl image test lint fmt bench run-example soak fuzz
+.PHONY: help build static musl image test lint fmt bench run-example soak fuzz startup-order
 
 help:
 	@echo "build        debug build (gnu target)"
@@ -21,6 +21,7 @@ help:
 	@echo "lint         rustfmt check + clippy with warnings as errors"
 	@echo "bench        static build + benchmark table"
 	@echo "run-example  run the bundled example config"
+	@echo "startup-order regenerate .cargo/startup-order.ld (needs valgrind), then make static"
 	@echo "soak         release build, then the soak test for SOAK_SECONDS (default 3600) with its summary"
 	@echo "fuzz         each cargo-fuzz target for FUZZ_SECONDS (default 600), one after another"
 
@@ -42,6 +43,14 @@ musl: static
 # Dockerfile.scratch's `prebuilt` stage: the binary above, copied into FROM scratch.
 image: static
 	docker build -f Dockerfile.scratch --target prebuilt -t $(IMAGE) .
+
+# The linker script that lays out the idle daemon's code together (see
+# tests/startup_order.rs); regenerate it when `make bench` shows idle RSS creeping up.
+startup-order:
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+	cargo test --release --test startup_order --no-run
+	cargo test --release --test startup_order -- --ignored --nocapture
+	$(MAKE) static
 
 test:
 	cargo test --all-features
