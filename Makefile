@@ -69,7 +69,7 @@ bench: static
 	  { apt-get update -qq && apt-get install -y -qq tini dumb-init >/dev/null; } || \
 	  echo "tini/dumb-init could not be installed: their columns will say so"
 	cargo test --release --test bench --no-run
-	cargo test --release --test bench -- --ignored --nocapture --test-threads=1
+	cargo test --release --test bench -- --ignored --nocapture --test-threads=1 performance_table
 
 run-example:
 	cargo run --release -- -config tests/fixtures/example.json5
