@@ -1,6 +1,10 @@
 //! https to the agent (TLS is part of every build): CA file verification, a
-//! wrong CA, `verify: false`, `servername`, bad TLS files. Certificates come
-//! from the `openssl` CLI; a small rustls server answers health queries.
+//! wrong CA, `verify: false`, `servername`, bad TLS files; and the shipped musl
+//! binary doing the same from its config and the CONSUL_* variables. Certificates
+//! come from the `openssl` CLI; a small rustls server answers health queries.
+
+mod common;
+mod ns;
 
 use containerpilot::catalog::{Catalog, Observation, Reply, Snapshot, Target};
 use containerpilot::config::types::{ConsulConfig, TlsConfig};
@@ -341,4 +345,73 @@ fn bad_tls_files_fail_at_start() {
         e.to_string(),
         "TLS setup failed: clientcert and clientkey must be set together"
     );
+}
+
+/// The shipped (musl) binary as a daemon whose watch asks the agent over https:
+/// trusted through the config's `tls.cafile`, through `CONSUL_CACERT`, refused
+/// with neither (the test CA is in no root store), and accepted unverified with
+/// `CONSUL_HTTP_SSL_VERIFY=false` or `tls: { verify: false }`.
+#[test]
+fn shipped_binary_talks_https_to_the_agent() {
+    let certs = make_certs(true);
+    let bin = ns::musl_bin();
+    let ca = certs.path("ca.pem");
+    let cafile = format!("tls: {{ cafile: {ca:?} }},");
+    let cases: [(&str, &str, Option<(&str, &str)>, bool); 5] = [
+        ("tls.cafile", &cafile, None, true),
+        ("CONSUL_CACERT", "", Some(("CONSUL_CACERT", &ca)), true),
+        ("no CA", "", None, false),
+        (
+            "CONSUL_HTTP_SSL_VERIFY=false",
+            "",
+            Some(("CONSUL_HTTP_SSL_VERIFY", "false")),
+            true,
+        ),
+        ("verify: false", "tls: { verify: false },", None, true),
+    ];
+    for (what, tls, var, trusted) in cases {
+        let agent = TlsAgent::start(&certs);
+        let d = common::TempDir::new("tls-bin");
+        let cfg = d.write(
+            "cp.json5",
+            &format!(
+                "{{ consul: {{ address: {:?}, scheme: \"https\", {tls} }},\n  control: {{ socket: {:?} }},\n  watches: [ {{ name: \"db\", interval: 1 }} ] }}",
+                agent.addr,
+                d.socket().display().to_string()
+            ),
+        );
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-config")
+            .arg(&cfg)
+            .env_remove("CONSUL_CACERT")
+            .env_remove("CONSUL_CAPATH")
+            .env_remove("CONSUL_HTTP_SSL_VERIFY");
+        if let Some((k, v)) = var {
+            cmd.env(k, v);
+        }
+        let mut daemon = common::Daemon::start_with(&mut cmd);
+        let asked = || agent.tokens.lock().map(|t| t.len()).unwrap_or(0);
+        if trusted {
+            assert!(
+                common::wait_until(Duration::from_secs(10), || asked() >= 2),
+                "{what}: the agent was not asked over https; log:\n{}",
+                daemon.log()
+            );
+            assert!(
+                !daemon.log().contains("certificate"),
+                "{what}: {}",
+                daemon.log()
+            );
+        } else {
+            daemon.expect_log("invalid peer certificate", Duration::from_secs(10));
+            assert_eq!(asked(), 0, "{what}: a request got through unverified");
+        }
+        let (st, _) = daemon.stop();
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(0),
+            "{what}: {}",
+            daemon.log()
+        );
+    }
 }
