@@ -357,7 +357,9 @@ fn shipped_binary_talks_https_to_the_agent() {
     let bin = ns::musl_bin();
     let ca = certs.path("ca.pem");
     let cafile = format!("tls: {{ cafile: {ca:?} }},");
-    let cases: [(&str, &str, Option<(&str, &str)>, bool); 5] = [
+    // (what, the consul block's tls part, an environment variable, trusted)
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, bool);
+    let cases: [Case; 5] = [
         ("tls.cafile", &cafile, None, true),
         ("CONSUL_CACERT", "", Some(("CONSUL_CACERT", &ca)), true),
         ("no CA", "", None, false),
