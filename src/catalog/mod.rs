@@ -89,8 +89,9 @@ pub enum Request {
         status: CheckStatus,
     },
     /// Mark the TTL check passing, registering first when needed (SPEC §2.9).
-    /// Replies `Registered`/`RegisterFailed` when it had to register, then
-    /// `HeartbeatOk` or `HeartbeatFailed`.
+    /// Replies `Registered`/`RegisterFailed` when it had to register, and
+    /// `HeartbeatFailed` when the update failed; a heartbeat that went through
+    /// is not answered (it is counted in the catalog request metric).
     Heartbeat { service: Service },
     /// Replies `Deregistered` or `DeregisterFailed`.
     Deregister { id: String },
@@ -199,9 +200,6 @@ pub enum Reply {
     RegisterFailed {
         id: String,
         error: String,
-    },
-    HeartbeatOk {
-        id: String,
     },
     HeartbeatFailed {
         id: String,

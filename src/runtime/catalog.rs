@@ -270,7 +270,6 @@ impl Runtime {
                 }
                 Reply::Observed { watch, result, .. } => self.watch_answer(watch, result),
                 Reply::RegisterFailed { .. }
-                | Reply::HeartbeatOk { .. }
                 | Reply::HeartbeatFailed { .. }
                 | Reply::ShutdownDone => {}
             }
