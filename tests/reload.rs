@@ -451,3 +451,105 @@ fn a_reload_during_shutdown_is_refused_with_503_and_an_invalid_one_with_400() {
     let st = cp.wait_exit(10 * SEC);
     assert_eq!(st.and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn moving_to_another_agent_never_waits_on_the_old_one() {
+    let d = TempDir::new("reload-move");
+    let dir = d.0.display().to_string();
+    let old = ConsulDouble::start();
+    let new = ConsulDouble::start();
+    let cfg_for = |consul: &ConsulDouble| {
+        format!(
+            r#"{{ consul: "{}", control: {{ socket: "{dir}/cp.socket" }},
+  jobs: [ {{ name: "web", port: 8080, interfaces: ["static:127.0.0.1"],
+             exec: ["sleep", "600"],
+             health: {{ exec: "true", interval: 1, ttl: 10 }} }} ] }}"#,
+            consul.addr()
+        )
+    };
+    let cfg = d.write("cp.json5", &cfg_for(&old));
+    let mut cp = Daemon::start(&cfg);
+    wait_ready(&d.socket());
+    let id = format!("web-{}", host());
+    assert!(wait_until(5 * SEC, || old.check_status(&id).as_deref()
+        == Some("passing")));
+    // The old agent hangs: a reload must not wait for its deregistration.
+    old.set_delay(Duration::MAX);
+    write_config(&cfg, &cfg_for(&new));
+    let started = Instant::now();
+    let (code, body) = reload(&d);
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{body}");
+    assert!(took < Duration::from_millis(500), "reload took {took:?}");
+    let ping = Instant::now();
+    assert_eq!(control(&d.socket(), "GET", "/v3/ping", None).0, 200);
+    assert!(ping.elapsed() < Duration::from_millis(200));
+    // The new agent gets the service once the old one gave up (2 s at most).
+    assert!(wait_until(6 * SEC, || new.check_status(&id).as_deref()
+        == Some("passing")));
+    assert_eq!(deregistrations(&new), 0);
+    // Back again, the old agent hears the deregistration that was waiting.
+    old.set_delay(Duration::ZERO);
+    assert!(wait_until(5 * SEC, || old
+        .services()
+        .as_object()
+        .is_some_and(|m| m.is_empty())));
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+    assert!(new.services().as_object().is_some_and(|m| m.is_empty()));
+}
+
+#[test]
+fn a_reload_publishes_no_health_edge_and_runs_no_check_early() {
+    let d = TempDir::new("reload-edge");
+    let dir = d.0.display().to_string();
+    let cfg = d.write(
+        "cp.json5",
+        &format!(
+            r#"{{ control: {{ socket: "{dir}/cp.socket" }},
+  jobs: [
+    {{ name: "app", exec: ["sleep", "600"],
+       health: {{ exec: ["sh", "-c", "echo x >> {dir}/checks"], interval: 2, ttl: 10 }} }},
+    {{ name: "on-healthy", exec: ["sh", "-c", "echo x >> {dir}/healthy"],
+       when: {{ source: "app", each: "healthy" }} }} ] }}"#
+        ),
+    );
+    let mut cp = Daemon::start(&cfg);
+    wait_ready(&d.socket());
+    let count = |f: &str| std::fs::read_to_string(d.path(f)).map_or(0, |s| s.lines().count());
+    // Catch the moment a check has just run (and its `healthy` was handled).
+    assert!(wait_until(10 * SEC, || count("checks") >= 2
+        && count("healthy") == count("checks")));
+    let before = count("checks");
+    assert!(wait_until(3 * SEC, || count("checks") > before));
+    assert!(wait_until(SEC, || count("healthy") == count("checks")));
+    let (checks, healthy) = (count("checks"), count("healthy"));
+    for _ in 0..5 {
+        assert_eq!(reload(&d).0, 200);
+    }
+    // The next check is due about 2 s after the last one: in the next second
+    // neither a check nor a `healthy` edge may come from the reloads.
+    std::thread::sleep(SEC);
+    assert_eq!(count("checks"), checks, "a reload ran a check early");
+    assert_eq!(
+        count("healthy"),
+        healthy,
+        "a reload re-triggered each: healthy"
+    );
+    assert_eq!(status_of(&d, "app"), "healthy");
+    // The cadence goes on.
+    assert!(wait_until(3 * SEC, || count("checks") > checks));
+    let (st, _) = cp.stop();
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
+}
+
+fn status_of(d: &TempDir, name: &str) -> String {
+    status(d)["Jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["Name"] == name)
+        .and_then(|j| j["Status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -44,6 +44,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// JSON and TLS handshakes are shallow), so this bounds address space, not RSS.
 pub const THREAD_STACK: usize = 256 * 1024;
 
+/// How long a catalog replaced by a reload may take to deregister its services
+/// before its successor starts anyway.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
+
 /// One advertised service as the catalog sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -350,38 +354,58 @@ impl Catalog {
             Backend::Consul(client.clone()),
             Reader::Consul(client),
             waker,
+            None,
         )
     }
 
     /// The catalog the config names (`consul` or `etcd`), `None` without one.
     /// Every HTTP request it sends is counted in `counts`.
+    ///
+    /// `previous` is the catalog a reload replaces: it takes its services out
+    /// of its agent before the new worker sends anything (bounded by
+    /// `RETIRE_WAIT`), so on a shared agent the old deregistrations cannot
+    /// overtake the new registrations. That wait happens on the new worker's
+    /// thread (or a thread of its own when there is no new catalog), never on
+    /// the loop.
     pub fn start_for(
         cfg: &Config,
         waker: Arc<mio::Waker>,
         timeout: Duration,
         counts: &RequestCounts,
+        previous: Option<Catalog>,
     ) -> Result<Option<Catalog>, CatalogError> {
-        let (backend, reader) = match (&cfg.consul, &cfg.etcd) {
-            (Some(c), _) => {
-                let client = ConsulClient::new(c, timeout)?
+        let clients = match (&cfg.consul, &cfg.etcd) {
+            (Some(c), _) => ConsulClient::new(c, timeout).map(|client| {
+                let client = client
                     .with_legacy_checks(cfg.compat == crate::config::types::Compat::V2)
                     .with_counts(counts.clone());
-                (Backend::Consul(client.clone()), Reader::Consul(client))
-            }
-            (None, Some(e)) => {
-                let client = EtcdClient::new(e, timeout)?.with_counts(counts.clone());
+                Some((Backend::Consul(client.clone()), Reader::Consul(client)))
+            }),
+            (None, Some(e)) => EtcdClient::new(e, timeout).map(|client| {
+                let client = client.with_counts(counts.clone());
                 let reader = client.reader();
-                (Backend::Etcd(client), Reader::Etcd(reader))
-            }
-            (None, None) => return Ok(None),
+                Some((Backend::Etcd(client), Reader::Etcd(reader)))
+            }),
+            (None, None) => Ok(None),
         };
-        Catalog::spawn(backend, reader, waker).map(Some)
+        match clients {
+            Ok(Some((backend, reader))) => {
+                Catalog::spawn(backend, reader, waker, previous).map(Some)
+            }
+            other => {
+                if let Some(old) = previous {
+                    old.retire();
+                }
+                other.map(|_| None)
+            }
+        }
     }
 
     fn spawn(
         backend: Backend,
         reader: Reader,
         waker: Arc<mio::Waker>,
+        previous: Option<Catalog>,
     ) -> Result<Catalog, CatalogError> {
         let (req_tx, req_rx) = mpsc::channel();
         let (rep_tx, rep_rx) = mpsc::channel();
@@ -389,7 +413,12 @@ impl Catalog {
         let thread = std::thread::Builder::new()
             .name("catalog".to_string())
             .stack_size(THREAD_STACK)
-            .spawn(move || worker.run(req_rx))
+            .spawn(move || {
+                if let Some(old) = previous {
+                    old.shutdown(RETIRE_WAIT);
+                }
+                worker.run(req_rx)
+            })
             .map_err(|e| CatalogError::Spawn(e.to_string()))?;
         Ok(Catalog {
             requests: req_tx,
@@ -447,6 +476,19 @@ impl Catalog {
     /// Deregister every service and stop the worker, waiting at most `max_wait`.
     /// Watch lanes are abandoned at once; other replies still in flight are
     /// discarded: the loop is exiting.
+    /// `shutdown` on a thread of its own, for a reload that drops the catalog:
+    /// the loop goes on while the old services leave their agent.
+    pub fn retire(self) {
+        let spawned = std::thread::Builder::new()
+            .name("catalog-retire".to_string())
+            .stack_size(THREAD_STACK)
+            .spawn(move || self.shutdown(RETIRE_WAIT));
+        if let Err(e) = spawned {
+            // The old services then leave only by their TTL running out.
+            log::warn!("catalog: cannot start a thread to deregister from the old catalog: {e}");
+        }
+    }
+
     pub fn shutdown(mut self, max_wait: Duration) {
         self.lanes.abandon_all();
         self.send(Request::Shutdown);

@@ -48,7 +48,7 @@ impl CatalogState {
         waker: std::sync::Arc<mio::Waker>,
         counts: RequestCounts,
     ) -> Result<CatalogState, String> {
-        let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT, &counts)
+        let client = Catalog::start_for(cfg, waker, crate::catalog::DEFAULT_TIMEOUT, &counts, None)
             .map_err(|e| format!("catalog: {e}"))?;
         // Said once here, not at each registration, maintenance change or shutdown.
         if client.is_none() {
@@ -283,9 +283,8 @@ impl Runtime {
         self.stop_watches();
         let same_catalog = new.consul == self.cfg.consul && new.etcd == self.cfg.etcd;
         if !same_catalog {
-            if let Some(old) = self.catalog.client.take() {
-                old.shutdown(Duration::from_secs(2));
-            }
+            // The old catalog deregisters on its own thread; the loop goes on.
+            let old = self.catalog.client.take();
             self.registered.clear();
             self.announced.clear();
             self.in_catalog.clear();
@@ -294,6 +293,7 @@ impl Runtime {
                 self.waker.clone(),
                 crate::catalog::DEFAULT_TIMEOUT,
                 &self.catalog.counts,
+                old,
             )
             .map_err(|e| format!("catalog: {e}"))?;
         } else if let Some(c) = self.catalog.client.as_mut() {
