@@ -9,7 +9,6 @@
 use super::{Runtime, TimerKey};
 use crate::config::types::TlsConfig;
 use crate::health::{self, Exchange, Finish, Outcome, Target};
-use crate::jobs::World;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
@@ -341,12 +340,7 @@ impl Runtime {
                 Some(reason)
             }
         };
-        let world = World {
-            now: Instant::now(),
-            completed: &self.completed,
-            stop_timeout: self.cfg.stop_timeout,
-            wall_ms: crate::cron::wall_ms(),
-        };
+        let world = super::world_at(Instant::now(), &self.completed, self.cfg.stop_timeout);
         self.jobs[job].probe_done(error, &world)
     }
 }

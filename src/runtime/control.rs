@@ -11,7 +11,7 @@ use crate::config::types::Config;
 use crate::control::{self, Command};
 use crate::events::{Event, EventCode};
 use crate::http::{Request, Response};
-use crate::jobs::{Budget, Job, World};
+use crate::jobs::{Budget, Job};
 use crate::telemetry::{self, JobStatus};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -351,15 +351,8 @@ impl Runtime {
             if self.service(i).is_some_and(|s| kept_ids.contains(&s.id)) {
                 self.handover.insert(i);
             }
-            let acts = {
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout,
-                    wall_ms: crate::cron::wall_ms(),
-                };
-                self.jobs[i].retire(&world)
-            };
+            let world = super::world_at(now, &self.completed, stop_timeout);
+            let acts = self.jobs[i].retire(&world);
             self.execute(i, acts, now);
         }
         self.refresh_completed();
@@ -408,39 +401,19 @@ impl Runtime {
             self.lineup[pos] = Some(slot);
             self.refresh_completed();
             self.forget_render(slot);
-            let acts = {
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout: self.cfg.stop_timeout,
-                    wall_ms: crate::cron::wall_ms(),
-                };
-                self.jobs[slot].begin(&world)
-            };
+            let world = super::world_at(now, &self.completed, self.cfg.stop_timeout);
+            let acts = self.jobs[slot].begin(&world);
             self.execute(slot, acts, now);
             // Startup was published once for this run, and other events may have
             // come and gone: the new job hears those that still hold, alone, so
             // running jobs are not triggered again.
-            let acts = {
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout: self.cfg.stop_timeout,
-                    wall_ms: crate::cron::wall_ms(),
-                };
-                self.jobs[slot].catch_up(&self.past, &world)
-            };
+            let world = super::world_at(now, &self.completed, self.cfg.stop_timeout);
+            let acts = self.jobs[slot].catch_up(&self.past, &world);
             self.execute(slot, acts, now);
             if self.maintenance {
-                let acts = {
-                    let world = World {
-                        now,
-                        completed: &self.completed,
-                        stop_timeout: self.cfg.stop_timeout,
-                        wall_ms: crate::cron::wall_ms(),
-                    };
-                    self.jobs[slot].on_event(&Event::global(EventCode::EnterMaintenance), &world)
-                };
+                let world = super::world_at(now, &self.completed, self.cfg.stop_timeout);
+                let acts =
+                    self.jobs[slot].on_event(&Event::global(EventCode::EnterMaintenance), &world);
                 self.execute(slot, acts, now);
             }
         }

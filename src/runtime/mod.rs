@@ -162,6 +162,16 @@ fn check_users(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// What jobs decide with, as of `now` (the wall clock is read for cron).
+fn world_at(now: Instant, completed: &HashSet<String>, stop_timeout: Duration) -> World<'_> {
+    World {
+        now,
+        completed,
+        stop_timeout,
+        wall_ms: crate::cron::wall_ms(),
+    }
+}
+
 /// Hold the signals we handle pending from the first moment of a daemon run;
 /// `Runtime::new` releases them once its handlers are in place.
 pub fn block_signals() {
@@ -289,15 +299,8 @@ impl Runtime {
     pub fn run(mut self) -> i32 {
         let now = Instant::now();
         for i in 0..self.jobs.len() {
-            let acts = {
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout: self.cfg.stop_timeout,
-                    wall_ms: crate::cron::wall_ms(),
-                };
-                self.jobs[i].begin(&world)
-            };
+            let world = world_at(now, &self.completed, self.cfg.stop_timeout);
+            let acts = self.jobs[i].begin(&world);
             self.execute(i, acts, now);
         }
         self.start_watches(now);
@@ -356,10 +359,6 @@ impl Runtime {
         all_done && self.procs.is_empty()
     }
 
-    fn world(&self) -> (Instant, Duration) {
-        (Instant::now(), self.cfg.stop_timeout)
-    }
-
     /// Deliver every queued event to every job, in publish order.
     fn pump(&mut self) {
         while let Some(ev) = self.bus.pop() {
@@ -368,19 +367,15 @@ impl Runtime {
             }
             self.metrics.record_event(&ev);
             self.past.observe(&ev);
-            let (now, st) = self.world();
             // Read the clocks once per event, not once per job.
+            let now = Instant::now();
             let wall_ms = crate::cron::wall_ms();
             for i in 0..self.jobs.len() {
-                let acts = {
-                    let world = World {
-                        now,
-                        completed: &self.completed,
-                        stop_timeout: st,
-                        wall_ms,
-                    };
-                    self.jobs[i].on_event(&ev, &world)
+                let world = World {
+                    wall_ms,
+                    ..world_at(now, &self.completed, self.cfg.stop_timeout)
                 };
+                let acts = self.jobs[i].on_event(&ev, &world);
                 self.execute(i, acts, now);
             }
         }
@@ -488,15 +483,8 @@ impl Runtime {
             return;
         };
         let now = Instant::now();
-        let acts = {
-            let world = World {
-                now,
-                completed: &self.completed,
-                stop_timeout: self.cfg.stop_timeout,
-                wall_ms: crate::cron::wall_ms(),
-            };
-            self.jobs[i].retire(&world)
-        };
+        let world = world_at(now, &self.completed, self.cfg.stop_timeout);
+        let acts = self.jobs[i].retire(&world);
         self.execute(i, acts, now);
     }
 
@@ -591,13 +579,7 @@ impl Runtime {
             Err(e) => {
                 log::error!("unable to start {name}: {e}");
                 self.note_exit(job, kind, 127);
-                let (now, st) = self.world();
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout: st,
-                    wall_ms: crate::cron::wall_ms(),
-                };
+                let world = world_at(Instant::now(), &self.completed, self.cfg.stop_timeout);
                 Some(self.jobs[job].on_exit(kind, Some(e.0), &world))
             }
         }
@@ -656,16 +638,9 @@ impl Runtime {
             }
             // Clean up whatever the process left behind in its group (3.8 does too).
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-            let (now, st) = self.world();
-            let acts = {
-                let world = World {
-                    now,
-                    completed: &self.completed,
-                    stop_timeout: st,
-                    wall_ms: crate::cron::wall_ms(),
-                };
-                self.jobs[p.job].on_exit(p.kind, error, &world)
-            };
+            let now = Instant::now();
+            let world = world_at(now, &self.completed, self.cfg.stop_timeout);
+            let acts = self.jobs[p.job].on_exit(p.kind, error, &world);
             self.execute(p.job, acts, now);
         }
     }
@@ -758,15 +733,8 @@ impl Runtime {
                             timer
                         );
                     }
-                    let acts = {
-                        let world = World {
-                            now,
-                            completed: &self.completed,
-                            stop_timeout: self.cfg.stop_timeout,
-                            wall_ms: crate::cron::wall_ms(),
-                        };
-                        self.jobs[i].on_timer(timer, &world)
-                    };
+                    let world = world_at(now, &self.completed, self.cfg.stop_timeout);
+                    let acts = self.jobs[i].on_timer(timer, &world);
                     self.execute(i, acts, now);
                 }
                 TimerKey::ProcTimeout(pid) => {

@@ -13,7 +13,7 @@ use super::Runtime;
 use crate::catalog::Instance;
 use crate::config::template::{self, CatalogData, RefKind, ServiceEntry};
 use crate::config::types::RenderConfig;
-use crate::jobs::{RunOutcome, World};
+use crate::jobs::RunOutcome;
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::fs;
@@ -268,13 +268,7 @@ impl Runtime {
         } else {
             return Vec::new();
         };
-        let (now, st) = self.world();
-        let world = World {
-            now,
-            completed: &self.completed,
-            stop_timeout: st,
-            wall_ms: crate::cron::wall_ms(),
-        };
+        let world = super::world_at(Instant::now(), &self.completed, self.cfg.stop_timeout);
         self.jobs[job].on_run_done(outcome, &world)
     }
 
@@ -355,7 +349,7 @@ mod tests {
     fn render_job_events() {
         use crate::config::types::JobConfig;
         use crate::events::EventCode;
-        use crate::jobs::{Action, Job};
+        use crate::jobs::{Action, Job, World};
         let r = cfg("upstream app {\n{{ range service \"app\" }}  server {{ .Address }}:{{ .Port }};\n{{ end }}}\n{{ if eq (len (service \"app\")) 0 }}\n  {{ key \"cfg/lb\" }}{{ end }}\n");
         let mut job_cfg = JobConfig::new("lb-conf", None);
         job_cfg.render = Some(r.clone());
