@@ -5,6 +5,7 @@
 use crate::config::types::{LogFormat, LogLevel, LogOutput, LoggingConfig};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,9 @@ struct Sink {
 }
 
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+/// The sink's level rank, readable without the lock: `enabled` is asked on hot
+/// paths (every bus event), and a disabled `log::debug!` must cost nothing.
+static RANK: AtomicU8 = AtomicU8::new(1);
 
 struct Facade;
 static FACADE: Facade = Facade;
@@ -59,7 +63,8 @@ impl log::Log for Facade {
         enabled(from_log_level(m.level()))
     }
     fn log(&self, r: &log::Record) {
-        if r.target().starts_with("containerpilot") || r.target().is_empty() {
+        let ours = r.target().starts_with("containerpilot") || r.target().is_empty();
+        if ours && self.enabled(r.metadata()) {
             emit(from_log_level(r.level()), None, None, &r.args().to_string());
         }
     }
@@ -70,9 +75,9 @@ impl log::Log for Facade {
 /// call more than once.
 pub fn init_default() {
     let _ = log::set_logger(&FACADE);
-    log::set_max_level(log::LevelFilter::Trace);
     if let Ok(mut g) = SINK.lock() {
         if g.is_none() {
+            set_level(LogLevel::Info);
             *g = Some(Sink {
                 level: LogLevel::Info,
                 format: LogFormat::Default,
@@ -121,6 +126,7 @@ pub fn configure(cfg: &LoggingConfig) -> Result<(), LogFileError> {
         _ => None,
     };
     if let Ok(mut g) = SINK.lock() {
+        set_level(cfg.level);
         *g = Some(Sink {
             level: cfg.level,
             format: cfg.format,
@@ -145,13 +151,19 @@ pub fn reopen() -> Result<(), LogFileError> {
 }
 
 pub fn enabled(level: LogLevel) -> bool {
-    match SINK.lock() {
-        Ok(g) => match g.as_ref() {
-            Some(s) => level_rank(level) >= level_rank(s.level),
-            None => level_rank(level) >= level_rank(LogLevel::Info),
-        },
-        Err(_) => true,
-    }
+    level_rank(level) >= RANK.load(Ordering::Relaxed)
+}
+
+/// Called with the sink's lock held, so `RANK` and the sink never disagree for
+/// long; the `log` macros then skip disabled levels before formatting.
+fn set_level(level: LogLevel) {
+    RANK.store(level_rank(level), Ordering::Relaxed);
+    log::set_max_level(match level {
+        LogLevel::Debug => log::LevelFilter::Trace,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Error | LogLevel::Fatal | LogLevel::Panic => log::LevelFilter::Error,
+    });
 }
 
 /// Log one message with optional `job` and `pid` fields (job output, process events).

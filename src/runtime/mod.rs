@@ -372,8 +372,10 @@ impl Runtime {
             let wall_ms = crate::cron::wall_ms();
             for i in 0..self.jobs.len() {
                 let world = World {
+                    now,
+                    completed: &self.completed,
+                    stop_timeout: self.cfg.stop_timeout,
                     wall_ms,
-                    ..world_at(now, &self.completed, self.cfg.stop_timeout)
                 };
                 let acts = self.jobs[i].on_event(&ev, &world);
                 self.execute(i, acts, now);
