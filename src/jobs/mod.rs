@@ -184,6 +184,8 @@ pub struct Job {
     restart_pending: bool,
     /// Registered at least once with `initial_status` (or by a heartbeat).
     pub was_started: bool,
+    /// When this job last asked for a passing TTL update (see `beat`).
+    last_beat: Option<Instant>,
     /// Every `when.source` names a job of the current config.
     source_exists: bool,
 }
@@ -261,6 +263,7 @@ impl Job {
             backoff: Backoff::default(),
             restart_pending: false,
             was_started: false,
+            last_beat: None,
             source_exists,
         }
     }
@@ -411,7 +414,7 @@ impl Job {
                         ));
                     }
                 } else if self.cfg.is_advertised() {
-                    out.push(Action::Heartbeat);
+                    self.beat(world.now, true, &mut out);
                 }
             }
             JobTimer::WaitTimeout => {
@@ -872,7 +875,7 @@ impl Job {
             return out;
         }
         match kind {
-            ProcKind::Check => self.checked(passed, &mut out),
+            ProcKind::Check => self.checked(passed, world.now, &mut out),
             ProcKind::Exec => {
                 if self.queued_starts > 0 {
                     self.queued_starts -= 1;
@@ -886,25 +889,47 @@ impl Job {
     }
 
     /// Our health check's result (reference §3.5 rules 4 and 5).
-    fn checked(&mut self, passed: bool, out: &mut Vec<Action>) {
-        let name = self.cfg.name.as_str();
+    fn checked(&mut self, passed: bool, now: Instant, out: &mut Vec<Action>) {
         if passed {
             if self.status != Status::Maintenance {
+                let steady = matches!(self.status, Status::Healthy | Status::AlwaysHealthy);
                 if self.status != Status::AlwaysHealthy {
                     self.status = Status::Healthy;
                 }
+                let name = self.cfg.name.as_str();
                 out.push(Action::Publish(Event::new(EventCode::StatusHealthy, name)));
                 if self.cfg.is_advertised() {
-                    out.push(Action::Heartbeat);
+                    self.beat(now, steady, out);
                 }
             }
         } else if self.status != Status::Maintenance && self.status != Status::AlwaysHealthy {
+            let name = self.cfg.name.as_str();
             self.status = Status::Unhealthy;
             out.push(Action::Publish(Event::new(
                 EventCode::StatusUnhealthy,
                 name,
             )));
         }
+    }
+
+    /// Ask for a passing TTL update, as 3.8 did after every passing check, but
+    /// not while the last one is younger than a quarter of the TTL and the job
+    /// stayed healthy (`steady`) since: the agent keeps the check passing for
+    /// the whole TTL, so the margin never drops below three quarters of it,
+    /// while a job checking every second against a 5 s TTL sends half the
+    /// updates. Where the interval is at least a quarter of the TTL (as in
+    /// the usual configs) every passing check still sends one.
+    fn beat(&mut self, now: Instant, steady: bool, out: &mut Vec<Action>) {
+        let ttl = self.cfg.health.as_ref().map_or(0, |h| h.ttl);
+        let quarter = Duration::from_secs(u64::from(ttl)) / 4;
+        let recent = self
+            .last_beat
+            .is_some_and(|t| now.saturating_duration_since(t) < quarter);
+        if steady && recent {
+            return;
+        }
+        self.last_beat = Some(now);
+        out.push(Action::Heartbeat);
     }
 
     /// A job that a reload adds: when the event its `once` waits for already

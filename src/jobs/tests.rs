@@ -517,11 +517,56 @@ fn advertised_job_without_check_exec_heartbeats_every_interval() {
     let mut app = job("app");
     app.port = 80;
     app.health = health(false);
+    // A TTL of up to four intervals: every tick sends its update, as in 3.8.
+    if let Some(h) = app.health.as_mut() {
+        h.ttl = 4;
+    }
     let mut s = Sim::new(vec![app]);
     s.startup();
     s.fire("app", JobTimer::Heartbeat);
     s.fire("app", JobTimer::Heartbeat);
     assert_eq!(s.catalog.len(), 2);
+}
+
+#[test]
+fn a_long_ttl_spares_updates_but_the_first_pass_after_a_failure_goes_at_once() {
+    let mut app = job("app");
+    app.port = 80;
+    app.health = health(true);
+    if let Some(h) = app.health.as_mut() {
+        h.ttl = 8; // checks every second: an update at most every 2 s
+    }
+    let mut s = Sim::new(vec![app]);
+    s.startup();
+    let beats = |s: &Sim| {
+        s.catalog
+            .iter()
+            .filter(|(_, a)| *a == Action::Heartbeat)
+            .count()
+    };
+    let mut sent_at = Vec::new();
+    for tick in 1..=6 {
+        let before = beats(&s);
+        s.fire("app", JobTimer::Heartbeat);
+        s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+        if beats(&s) > before {
+            sent_at.push(tick);
+        }
+    }
+    // Never more than a quarter of the TTL (plus one interval) without an update.
+    assert_eq!(sent_at, vec![1, 3, 5]);
+    let healthy = s
+        .published
+        .iter()
+        .filter(|e| **e == Event::new(EventCode::StatusHealthy, "app"))
+        .count();
+    assert_eq!(healthy, 6, "every passing check is still published");
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, false, Duration::from_millis(1));
+    assert_eq!(beats(&s), 3, "failing checks send nothing");
+    s.fire("app", JobTimer::Heartbeat);
+    s.exit("app", ProcKind::Check, true, Duration::from_millis(1));
+    assert_eq!(beats(&s), 4, "healthy again: the update goes at once");
 }
 
 #[test]
