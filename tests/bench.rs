@@ -398,7 +398,7 @@ fn check_rows(b: &Bench) -> Vec<Vec<String>> {
         };
         rows.push(vec![
             format!(
-                "heartbeats: 100 advertised jobs, 1 s {kind} checks (daemon CPU over 10 s, RSS)"
+                "heartbeats: 100 advertised jobs, 1 s {kind} checks, TTL 5 s (daemon CPU over 10 s, RSS)"
             ),
             format!(
                 "{:.2} % CPU, {:.0} heartbeats/s, {}",
