@@ -42,6 +42,19 @@ pub enum JobTimer {
     Cron,
 }
 
+impl JobTimer {
+    /// Every timer a job may have armed, for tearing a job down.
+    pub const ALL: [JobTimer; 7] = [
+        JobTimer::Heartbeat,
+        JobTimer::Interval,
+        JobTimer::WaitTimeout,
+        JobTimer::Restart,
+        JobTimer::StopHook,
+        JobTimer::Kill,
+        JobTimer::Cron,
+    ];
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Publish(Event),

@@ -420,16 +420,7 @@ impl Runtime {
     }
 
     fn cancel_job_timers(&mut self, idx: usize) {
-        use crate::jobs::JobTimer::*;
-        for t in [
-            Heartbeat,
-            Interval,
-            WaitTimeout,
-            Restart,
-            StopHook,
-            Kill,
-            Cron,
-        ] {
+        for t in crate::jobs::JobTimer::ALL {
             self.timers.cancel(TimerKey::Job(idx, t));
         }
         self.stop_probe(idx);
